@@ -1,0 +1,1 @@
+//! IP packet parsing. No IO.

@@ -1,0 +1,1 @@
+//! The policy decision. Pure: no IO, no clock.

@@ -1,0 +1,1 @@
+//! End-to-end test harness for Postern (network namespaces, real binaries, real peers).
