@@ -1,1 +1,150 @@
-fn main() {}
+//! `postern-controller`: the thin binary around the `controller` library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use controller::{Actor, ServeConfig, Service, TokenInput};
+
+/// The Postern controller: identity, devices, policy decisions, grants, REST API and audit.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `controller=debug`.
+    #[arg(long, env = "POSTERN_LOG", default_value = "info", global = true)]
+    log: String,
+}
+
+#[derive(Args, Debug, Clone)]
+struct StoreArgs {
+    /// The data directory (SQLite database, generated TLS certificate).
+    #[arg(long, env = "POSTERN_DATA_DIR", default_value = "./postern-data")]
+    data_dir: PathBuf,
+    /// Use PostgreSQL instead of the embedded SQLite: `postgres://user:pass@host/db`.
+    #[arg(long, env = "POSTERN_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+}
+
+use clap::Args;
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the controller's HTTPS server.
+    Serve {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The address to listen on.
+        #[arg(long, env = "POSTERN_LISTEN", default_value = "0.0.0.0:8443")]
+        listen: SocketAddr,
+        /// A PEM certificate chain; without it a self-signed one is made in the data directory.
+        #[arg(long, env = "POSTERN_TLS_CERT", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The PEM private key of --tls-cert.
+        #[arg(long, env = "POSTERN_TLS_KEY", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Extra DNS names or addresses for the self-signed certificate (comma-separated).
+        #[arg(long, env = "POSTERN_TLS_NAMES", value_delimiter = ',')]
+        tls_names: Vec<String>,
+        /// Serve plain HTTP instead of HTTPS. Only for local development.
+        #[arg(long, env = "POSTERN_INSECURE_HTTP")]
+        insecure_http: bool,
+    },
+    /// Administrative commands run on the controller's host.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AdminCommand {
+    /// Create an API token for automation and print it (shown once).
+    CreateToken {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// What the token may do.
+        #[arg(long, value_enum, default_value = "admin")]
+        role: TokenRole,
+        /// What the token is for.
+        #[arg(long, default_value = "automation")]
+        name: String,
+    },
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy)]
+enum TokenRole {
+    Admin,
+    Auditor,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).context("parsing --log")?)
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Serve {
+            store,
+            listen,
+            tls_cert,
+            tls_key,
+            tls_names,
+            insecure_http,
+        } => {
+            let config = ServeConfig {
+                listen,
+                data_dir: store.data_dir,
+                database_url: store.database_url,
+                tls_cert,
+                tls_key,
+                tls_names,
+                insecure_http,
+            };
+            controller::serve(config, shutdown_signal()).await
+        }
+        Command::Admin {
+            command: AdminCommand::CreateToken { store, role, name },
+        } => {
+            let store =
+                controller::open_store(&store.data_dir, store.database_url.as_deref()).await?;
+            let service = Service::new(store.clone());
+            let role = match role {
+                TokenRole::Admin => model::Role::Admin,
+                TokenRole::Auditor => model::Role::Auditor,
+            };
+            let issued = service
+                .create_token(&Actor::cli(), TokenInput { name, role })
+                .await
+                .context("creating the token")?;
+            store.close().await;
+            println!("{}", issued.secret);
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

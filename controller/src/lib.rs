@@ -1,0 +1,160 @@
+//! The Postern controller: the object store (SQLite or PostgreSQL), the application services
+//! that hold every rule about objects, policy decisions, the REST API and audit log, and
+//! the HTTPS server that carries them. This crate does IO; the decision logic itself is the
+//! pure `policy` crate.
+
+mod api;
+mod secrets;
+mod service;
+mod store;
+mod tls;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+pub use api::{AppState, router};
+pub use service::*;
+pub use store::{
+    ApiToken, AuditEvent, AuditFilter, Backend, EnrollmentKey, GatewayToken, GrantFilter, Store,
+    StoreError,
+};
+pub use tls::{TlsIdentity, fingerprint_of_der};
+
+/// How to run the controller's server.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Where to listen for HTTPS (or HTTP with `insecure_http`).
+    pub listen: SocketAddr,
+    /// The data directory: SQLite database, generated TLS identity.
+    pub data_dir: PathBuf,
+    /// A `postgres://` URL to use instead of SQLite.
+    pub database_url: Option<String>,
+    /// An operator-provided certificate chain (PEM).
+    pub tls_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// Extra DNS names or addresses for a generated certificate.
+    pub tls_names: Vec<String>,
+    /// Serve plain HTTP (local development only).
+    pub insecure_http: bool,
+}
+
+/// Opens the store the configuration names, creating the data directory when needed.
+pub async fn open_store(
+    data_dir: &std::path::Path,
+    database_url: Option<&str>,
+) -> anyhow::Result<Store> {
+    match database_url {
+        Some(url) => Store::connect(url)
+            .await
+            .context("connecting to the database"),
+        None => {
+            create_private_dir(data_dir)?;
+            Store::open_sqlite(data_dir)
+                .await
+                .with_context(|| format!("opening the SQLite database in {}", data_dir.display()))
+        }
+    }
+}
+
+fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating the data directory {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("restricting {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Runs the controller until `shutdown` resolves. Prints, for the person who started it, the
+/// URL, the certificate fingerprint and (until the first admin exists) the setup code.
+pub async fn serve(
+    config: ServeConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    create_private_dir(&config.data_dir)?;
+    let store = open_store(&config.data_dir, config.database_url.as_deref()).await?;
+    let service = Service::new(store.clone());
+    let setup_code = service
+        .prepare_setup()
+        .await
+        .context("preparing first-run setup")?;
+    let app = router(AppState { service });
+
+    let std_listener = std::net::TcpListener::bind(config.listen)
+        .with_context(|| format!("listening on {}", config.listen))?;
+    std_listener.set_nonblocking(true)?;
+    let addr = std_listener.local_addr()?;
+    let handle = axum_server::Handle::new();
+    let h = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        h.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
+    });
+
+    let backend = match store.backend() {
+        Backend::Sqlite => format!("SQLite in {}", config.data_dir.display()),
+        Backend::Postgres => "PostgreSQL".to_owned(),
+    };
+    let result = if config.insecure_http {
+        println!(
+            "postern-controller listening on http://{addr} (plain HTTP: local development only)"
+        );
+        print_setup(setup_code.as_deref(), &format!("http://{addr}"));
+        println!("storage: {backend}");
+        tracing::warn!("serving plain HTTP; use TLS anywhere but a developer machine");
+        axum_server::from_tcp(std_listener)
+            .handle(handle)
+            .serve(app.into_make_service_with_connect_info::<SocketAddr>())
+            .await
+    } else {
+        let identity = tls::load_or_create(
+            config.tls_cert.as_deref(),
+            config.tls_key.as_deref(),
+            &config.data_dir,
+            &config.tls_names,
+        )?;
+        let rustls_config = axum_server::tls_rustls::RustlsConfig::from_pem_file(
+            &identity.cert_path,
+            &identity.key_path,
+        )
+        .await
+        .context("loading the TLS certificate and key")?;
+        println!("postern-controller listening on https://{addr}");
+        println!(
+            "TLS certificate SHA-256 fingerprint{}: {}",
+            if identity.self_signed {
+                " (self-signed; pin it in gateways and clients)"
+            } else {
+                ""
+            },
+            identity.fingerprint
+        );
+        print_setup(setup_code.as_deref(), &format!("https://{addr}"));
+        println!("storage: {backend}");
+        axum_server::from_tcp_rustls(std_listener, rustls_config)
+            .handle(handle)
+            .serve(app.into_make_service_with_connect_info::<SocketAddr>())
+            .await
+    };
+    store.close().await;
+    result.context("serving HTTP")
+}
+
+fn print_setup(code: Option<&str>, base: &str) {
+    use std::io::Write;
+    if let Some(code) = code {
+        println!("first start: no admin exists yet. One-time setup code: {code}");
+        println!(
+            "create the first admin with:\n  curl -k -X POST {base}/api/v1/setup -H 'content-type: application/json' \\\n    -d '{{\"code\": \"{code}\", \"email\": \"you@example.com\", \"name\": \"Your Name\"}}'"
+        );
+        println!("the answer holds an admin API token, shown once.");
+    }
+    let _ = std::io::stdout().flush();
+}

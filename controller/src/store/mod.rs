@@ -1,0 +1,163 @@
+//! Storage: one contract over SQLite (the embedded default) and PostgreSQL, through sqlx's
+//! `Any` driver. SQL here is portable: `$N` placeholders, TEXT ids, BIGINT milliseconds,
+//! BIGINT flags, JSON in TEXT.
+
+mod rows;
+
+use std::path::Path;
+use std::str::FromStr;
+
+use jiff::Timestamp;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyConnection, AnyPool, ConnectOptions};
+
+pub(crate) use rows::*;
+pub use rows::{ApiToken, AuditEvent, AuditFilter, EnrollmentKey, GatewayToken, GrantFilter};
+
+/// Which database a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite in a file (WAL).
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+/// What went wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique constraint refused the write (a duplicate name, key or token).
+    #[error("duplicate: {0}")]
+    Duplicate(String),
+    /// A foreign key refused the write or delete.
+    #[error("still referenced: {0}")]
+    Referenced(String),
+    /// A stored row could not be read back into the model.
+    #[error("corrupt row in {table}: {message}")]
+    Corrupt {
+        /// The table.
+        table: &'static str,
+        /// What was wrong.
+        message: String,
+    },
+    /// The database failed.
+    #[error("database error: {0}")]
+    Database(sqlx::Error),
+    /// Migrations failed.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &e {
+            if db.is_unique_violation() {
+                return StoreError::Duplicate(db.message().to_owned());
+            }
+            if db.is_foreign_key_violation() {
+                return StoreError::Referenced(db.message().to_owned());
+            }
+        }
+        StoreError::Database(e)
+    }
+}
+
+/// A transaction on the store.
+pub(crate) type Tx = sqlx::Transaction<'static, sqlx::Any>;
+
+/// The controller's database.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+impl Store {
+    /// Opens (creating if needed) the SQLite database `postern.db` in `data_dir`.
+    pub async fn open_sqlite(data_dir: &Path) -> Result<Self, StoreError> {
+        let path = data_dir.join("postern.db");
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        Self::connect(&url).await
+    }
+
+    /// Connects to `url` (`sqlite://…` or `postgres://…`) and applies migrations.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            return Err(StoreError::Database(sqlx::Error::Configuration(
+                "the database URL must start with sqlite:// or postgres://".into(),
+            )));
+        };
+        let options = AnyConnectOptions::from_str(url)?.disable_statement_logging();
+        let max = match backend {
+            Backend::Sqlite => 8,
+            Backend::Postgres => 16,
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(max)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        for pragma in [
+                            "PRAGMA foreign_keys = ON",
+                            "PRAGMA busy_timeout = 5000",
+                            "PRAGMA synchronous = NORMAL",
+                        ] {
+                            sqlx::query(pragma).execute(&mut *conn).await?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        if backend == Backend::Sqlite {
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&pool)
+                .await?;
+        }
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool, backend })
+    }
+
+    /// The database this store runs on.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Starts a transaction.
+    pub async fn begin(&self) -> Result<Tx, StoreError> {
+        Ok(self.pool.begin().await?)
+    }
+
+    /// A pooled connection for reads.
+    pub async fn conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, StoreError> {
+        Ok(self.pool.acquire().await?)
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// A connection a store function runs on: a transaction or a pooled connection.
+pub(crate) type Conn = AnyConnection;
+
+pub(crate) fn ms(t: Timestamp) -> i64 {
+    t.as_millisecond()
+}
+
+pub(crate) fn opt_ms(t: Option<Timestamp>) -> Option<i64> {
+    t.map(ms)
+}
+
+pub(crate) fn flag(b: bool) -> i64 {
+    i64::from(b)
+}
