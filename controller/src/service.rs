@@ -409,7 +409,8 @@ const DAY: u64 = 24 * 60 * 60;
 /// The current time at the store's precision (milliseconds), so that what a write returns
 /// equals what a later read returns.
 fn now() -> Timestamp {
-    Timestamp::from_millisecond(Timestamp::now().as_millisecond()).unwrap_or_else(|_| Timestamp::now())
+    Timestamp::from_millisecond(Timestamp::now().as_millisecond())
+        .unwrap_or_else(|_| Timestamp::now())
 }
 
 fn check_email(field: &str, email: &str) -> Result<String> {

@@ -11,7 +11,17 @@ use crate::{
 
 /// What a user or token may do with the admin API and UI.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
@@ -289,7 +299,10 @@ pub fn validate_name(field: &str, name: &str) -> Result<(), FieldError> {
         return Err(FieldError::new(field, "must be at most 100 characters"));
     }
     if name.chars().any(char::is_control) {
-        return Err(FieldError::new(field, "must not contain control characters"));
+        return Err(FieldError::new(
+            field,
+            "must not contain control characters",
+        ));
     }
     Ok(())
 }
@@ -300,7 +313,10 @@ mod tests {
 
     #[test]
     fn bare_address_is_a_host_route() {
-        assert_eq!(parse_address("10.0.5.20").unwrap().to_string(), "10.0.5.20/32");
+        assert_eq!(
+            parse_address("10.0.5.20").unwrap().to_string(),
+            "10.0.5.20/32"
+        );
         assert_eq!(parse_address("fd00::1").unwrap().to_string(), "fd00::1/128");
     }
 

@@ -62,8 +62,16 @@ impl PortRule {
     /// Every port of `protocol`.
     pub fn all(protocol: Protocol) -> Self {
         match protocol {
-            Protocol::Icmp => Self { protocol, first: 0, last: 0 },
-            _ => Self { protocol, first: 1, last: u16::MAX },
+            Protocol::Icmp => Self {
+                protocol,
+                first: 0,
+                last: 0,
+            },
+            _ => Self {
+                protocol,
+                first: 1,
+                last: u16::MAX,
+            },
         }
     }
 
@@ -115,7 +123,11 @@ impl FromStr for PortRule {
         if first > last {
             return Err(PortParseError::InvertedRange(first, last));
         }
-        Ok(Self { protocol, first, last })
+        Ok(Self {
+            protocol,
+            first,
+            last,
+        })
     }
 }
 
@@ -169,7 +181,14 @@ mod tests {
     #[test_case("udp", Protocol::Udp, 1, 65535)]
     #[test_case("icmp", Protocol::Icmp, 0, 0)]
     fn parses(s: &str, protocol: Protocol, first: u16, last: u16) {
-        assert_eq!(s.parse(), Ok(PortRule { protocol, first, last }));
+        assert_eq!(
+            s.parse(),
+            Ok(PortRule {
+                protocol,
+                first,
+                last
+            })
+        );
     }
 
     #[test_case("tcp/0", PortParseError::PortZero)]

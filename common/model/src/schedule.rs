@@ -1,14 +1,24 @@
 use std::fmt;
 use std::str::FromStr;
 
+use jiff::Timestamp;
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
-use jiff::Timestamp;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A day of the week, as written in time windows.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Weekday {
@@ -198,15 +208,32 @@ mod tests {
     }
 
     fn window(days: &[Weekday], start: &str, end: &str) -> TimeWindow {
-        TimeWindow { days: days.to_vec(), start: start.parse().unwrap(), end: end.parse().unwrap() }
+        TimeWindow {
+            days: days.to_vec(),
+            start: start.parse().unwrap(),
+            end: end.parse().unwrap(),
+        }
     }
 
     #[test]
     fn office_hours_in_berlin() {
         let tz = time_zone("Europe/Berlin").unwrap();
-        let w = window(&[Weekday::Mon, Weekday::Tue, Weekday::Wed, Weekday::Thu, Weekday::Fri], "09:00", "18:00");
+        let w = window(
+            &[
+                Weekday::Mon,
+                Weekday::Tue,
+                Weekday::Wed,
+                Weekday::Thu,
+                Weekday::Fri,
+            ],
+            "09:00",
+            "18:00",
+        );
         // Wednesday 2026-11-25 10:00 CET = 09:00 UTC.
-        assert_eq!(w.current_end(ts("2026-11-25T09:00:00Z"), &tz), Some(ts("2026-11-25T17:00:00Z")));
+        assert_eq!(
+            w.current_end(ts("2026-11-25T09:00:00Z"), &tz),
+            Some(ts("2026-11-25T17:00:00Z"))
+        );
         // 08:59 CET: closed.
         assert_eq!(w.current_end(ts("2026-11-25T07:59:00Z"), &tz), None);
         // Saturday: closed.
@@ -217,8 +244,14 @@ mod tests {
     fn overnight_window_runs_into_the_next_day() {
         let tz = TimeZone::UTC;
         let w = window(&[Weekday::Fri], "22:00", "06:00");
-        assert_eq!(w.current_end(ts("2026-11-27T23:00:00Z"), &tz), Some(ts("2026-11-28T06:00:00Z")));
-        assert_eq!(w.current_end(ts("2026-11-28T05:59:00Z"), &tz), Some(ts("2026-11-28T06:00:00Z")));
+        assert_eq!(
+            w.current_end(ts("2026-11-27T23:00:00Z"), &tz),
+            Some(ts("2026-11-28T06:00:00Z"))
+        );
+        assert_eq!(
+            w.current_end(ts("2026-11-28T05:59:00Z"), &tz),
+            Some(ts("2026-11-28T06:00:00Z"))
+        );
         assert_eq!(w.current_end(ts("2026-11-28T06:00:00Z"), &tz), None);
         assert_eq!(w.current_end(ts("2026-11-26T23:00:00Z"), &tz), None);
     }
@@ -226,7 +259,10 @@ mod tests {
     #[test]
     fn end_of_day_is_midnight() {
         let w = window(&[Weekday::Wed], "00:00", "24:00");
-        assert_eq!(w.current_end(ts("2026-11-25T12:00:00Z"), &TimeZone::UTC), Some(ts("2026-11-26T00:00:00Z")));
+        assert_eq!(
+            w.current_end(ts("2026-11-25T12:00:00Z"), &TimeZone::UTC),
+            Some(ts("2026-11-26T00:00:00Z"))
+        );
     }
 
     #[test]
@@ -235,8 +271,16 @@ mod tests {
         assert!("24:01".parse::<Clock>().is_err());
         assert!("9:5".parse::<Clock>().is_err());
         assert!(window(&[], "09:00", "10:00").validate().is_err());
-        assert!(window(&[Weekday::Mon], "10:00", "10:00").validate().is_err());
-        assert!(window(&[Weekday::Mon], "24:00", "10:00").validate().is_err());
+        assert!(
+            window(&[Weekday::Mon], "10:00", "10:00")
+                .validate()
+                .is_err()
+        );
+        assert!(
+            window(&[Weekday::Mon], "24:00", "10:00")
+                .validate()
+                .is_err()
+        );
         assert!(time_zone("Mars/Olympus").is_err());
     }
 }

@@ -242,17 +242,19 @@ fn evaluate(policy: &Policy, input: &DecisionInput<'_>) -> Evaluation {
         deadline: None,
     };
 
-    if let Some(provider) = &conditions.identity_provider {
-        if provider != input.identity_provider {
-            ev.fail(Reason::new(
-                ReasonCode::WrongIdentityProvider,
-                format!(
-                    "Access to {resource} needs a sign-in with {provider}, but you signed in \
-                     with {}: sign out, sign in with {provider} and try again.",
-                    input.identity_provider
-                ),
-            ));
-        }
+    if let Some(provider) = conditions
+        .identity_provider
+        .as_deref()
+        .filter(|&p| p != input.identity_provider)
+    {
+        ev.fail(Reason::new(
+            ReasonCode::WrongIdentityProvider,
+            format!(
+                "Access to {resource} needs a sign-in with {provider}, but you signed in with \
+                 {}: sign out, sign in with {provider} and try again.",
+                input.identity_provider
+            ),
+        ));
     }
 
     if !conditions.source_cidrs.is_empty()

@@ -100,7 +100,7 @@ pub(crate) fn posture_ok(
             match profile
                 .min_os_versions
                 .iter()
-                .find(|(k, _)| k.trim().to_ascii_lowercase() == os.trim().to_ascii_lowercase())
+                .find(|(k, _)| k.trim().eq_ignore_ascii_case(os.trim()))
             {
                 None => true,
                 Some((_, min)) => at_least(r.os_version.as_deref(), min),

@@ -141,6 +141,17 @@ impl Store {
         Ok(self.pool.acquire().await?)
     }
 
+    /// A plain pool without migrations, for administering a server (tests create and drop
+    /// databases with it).
+    #[cfg(test)]
+    pub(crate) async fn raw_pool(url: &str) -> Result<AnyPool, StoreError> {
+        sqlx::any::install_default_drivers();
+        Ok(AnyPoolOptions::new()
+            .max_connections(1)
+            .connect(url)
+            .await?)
+    }
+
     /// Closes the pool.
     pub async fn close(&self) {
         self.pool.close().await;
@@ -161,3 +172,6 @@ pub(crate) fn opt_ms(t: Option<Timestamp>) -> Option<i64> {
 pub(crate) fn flag(b: bool) -> i64 {
     i64::from(b)
 }
+
+#[cfg(test)]
+mod contract;

@@ -411,3 +411,15 @@ fn extreme_inputs_do_not_panic() {
         }
     }
 }
+
+#[test]
+fn decisions_have_an_openapi_schema() {
+    use utoipa::PartialSchema;
+    let schema = serde_json::to_string(&Decision::schema()).unwrap();
+    assert!(schema.contains("outcome"), "{schema}");
+    assert!(schema.contains("expires_at"), "{schema}");
+    let code = serde_json::to_string(&crate::ReasonCode::schema()).unwrap();
+    assert!(code.contains("firewall_off"), "{code}");
+    let posture = serde_json::to_string(&crate::PostureOutcome::schema()).unwrap();
+    assert!(posture.contains("fresh_until"), "{posture}");
+}

@@ -1,0 +1,803 @@
+//! The store contract: every test runs against SQLite and against PostgreSQL
+//! (`POSTERN_TEST_POSTGRES_URL`, which `scripts/test` provides).
+
+use jiff::{SignedDuration, Timestamp};
+use model::*;
+
+use super::*;
+
+fn t(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+fn now() -> Timestamp {
+    t("2026-11-25T09:00:00Z")
+}
+
+async fn sqlite() -> (Store, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    (Store::open_sqlite(dir.path()).await.unwrap(), dir)
+}
+
+/// A fresh PostgreSQL database, dropped when the guard goes.
+struct PgDb {
+    store: Store,
+    admin_url: String,
+    name: String,
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        let (url, name) = (self.admin_url.clone(), self.name.clone());
+        // Drop runs inside the test's runtime, which is blocked while we wait: do the async
+        // cleanup on a thread of its own, and let FORCE end the store's open connections
+        // rather than closing its pool (that would wait on the blocked runtime).
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let admin = Store::raw_pool(&url).await.unwrap();
+                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&admin)
+                    .await
+                    .unwrap();
+                admin.close().await;
+            });
+        })
+        .join()
+        .unwrap();
+    }
+}
+
+async fn postgres() -> Option<PgDb> {
+    let Ok(admin_url) = std::env::var("POSTERN_TEST_POSTGRES_URL") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must set POSTERN_TEST_POSTGRES_URL (scripts/test does)"
+        );
+        eprintln!(
+            "skipping the PostgreSQL half: set POSTERN_TEST_POSTGRES_URL or run scripts/test"
+        );
+        return None;
+    };
+    let name = format!("postern_test_{}", uuid::Uuid::new_v4().simple());
+    let admin = Store::raw_pool(&admin_url).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    admin.close().await;
+    let (base, _) = admin_url.rsplit_once('/').unwrap();
+    let store = Store::connect(&format!("{base}/{name}")).await.unwrap();
+    Some(PgDb {
+        store,
+        admin_url,
+        name,
+    })
+}
+
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let (store, _dir) = super::sqlite().await;
+                    super::$name(&store).await;
+                }
+            )*
+        }
+        mod on_postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let Some(db) = super::postgres().await else { return };
+                    super::$name(&db.store).await;
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    sites_round_trip_and_refuse_duplicates,
+    gateway_tokens_are_single_use_and_expire,
+    gateways_are_found_by_credential,
+    resources_keep_addresses_and_ports,
+    groups_members_and_cascades,
+    devices_keep_their_posture,
+    enrollment_keys_obey_use_rules,
+    profiles_and_policies_round_trip,
+    foreign_keys_are_enforced,
+    grants_filter_and_revoke_only_live_ones,
+    api_tokens_and_setup_codes,
+    audit_filters_and_orders,
+    rolled_back_transactions_leave_nothing,
+);
+
+async fn site(s: &Store, name: &str) -> Site {
+    let site = Site {
+        id: SiteId::new(),
+        name: name.into(),
+        created_at: now(),
+    };
+    let mut tx = s.begin().await.unwrap();
+    insert_site(&mut tx, &site).await.unwrap();
+    tx.commit().await.unwrap();
+    site
+}
+
+async fn user(s: &Store, email: &str) -> User {
+    let u = User {
+        id: UserId::new(),
+        email: email.into(),
+        name: "U".into(),
+        role: Role::User,
+        disabled: false,
+        created_at: now(),
+    };
+    let mut tx = s.begin().await.unwrap();
+    insert_user(&mut tx, &u).await.unwrap();
+    tx.commit().await.unwrap();
+    u
+}
+
+async fn resource(s: &Store, site: SiteId, name: &str) -> Resource {
+    let r = Resource {
+        id: ResourceId::new(),
+        name: name.into(),
+        site_id: site,
+        addresses: vec![
+            parse_address("10.0.5.20").unwrap(),
+            parse_address("fd00:5::/64").unwrap(),
+        ],
+        ports: vec![
+            "tcp/22".parse().unwrap(),
+            "tcp/8000-8080".parse().unwrap(),
+            "icmp".parse().unwrap(),
+        ],
+        created_at: now(),
+    };
+    let mut tx = s.begin().await.unwrap();
+    insert_resource(&mut tx, &r).await.unwrap();
+    tx.commit().await.unwrap();
+    r
+}
+
+async fn sites_round_trip_and_refuse_duplicates(s: &Store) {
+    let a = site(s, "hq").await;
+    let mut c = s.conn().await.unwrap();
+    assert_eq!(get_site(&mut c, a.id).await.unwrap(), Some(a.clone()));
+    let dup = Site {
+        id: SiteId::new(),
+        name: "hq".into(),
+        created_at: now(),
+    };
+    assert!(matches!(
+        insert_site(&mut c, &dup).await,
+        Err(StoreError::Duplicate(_))
+    ));
+    let renamed = Site {
+        name: "head office".into(),
+        ..a.clone()
+    };
+    update_site(&mut c, &renamed).await.unwrap();
+    assert_eq!(list_sites(&mut c).await.unwrap(), vec![renamed]);
+    assert!(delete_site(&mut c, a.id).await.unwrap());
+    assert!(!delete_site(&mut c, a.id).await.unwrap());
+    assert_eq!(get_site(&mut c, a.id).await.unwrap(), None);
+}
+
+async fn gateway_tokens_are_single_use_and_expire(s: &Store) {
+    let a = site(s, "hq").await;
+    let mut c = s.conn().await.unwrap();
+    let token = GatewayToken {
+        id: TokenId::new(),
+        site_id: a.id,
+        created_at: now(),
+        expires_at: now() + SignedDuration::from_hours(1),
+        used_at: None,
+        gateway_id: None,
+    };
+    insert_gateway_token(&mut c, &token, "hash-1")
+        .await
+        .unwrap();
+    let late = now() + SignedDuration::from_hours(2);
+    assert_eq!(
+        consume_gateway_token(&mut c, "hash-1", GatewayId::new(), late)
+            .await
+            .unwrap(),
+        None,
+        "expired"
+    );
+    let g = GatewayId::new();
+    assert_eq!(
+        consume_gateway_token(&mut c, "hash-1", g, now())
+            .await
+            .unwrap(),
+        Some(a.id)
+    );
+    assert_eq!(
+        consume_gateway_token(&mut c, "hash-1", GatewayId::new(), now())
+            .await
+            .unwrap(),
+        None,
+        "replayed"
+    );
+    assert_eq!(
+        consume_gateway_token(&mut c, "unknown", GatewayId::new(), now())
+            .await
+            .unwrap(),
+        None
+    );
+    let listed = list_gateway_tokens(&mut c, a.id).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].gateway_id, Some(g));
+    assert_eq!(listed[0].used_at, Some(now()));
+}
+
+async fn gateways_are_found_by_credential(s: &Store) {
+    let a = site(s, "hq").await;
+    let mut c = s.conn().await.unwrap();
+    let g = Gateway {
+        id: GatewayId::new(),
+        site_id: a.id,
+        name: "gw-1".into(),
+        public_key: None,
+        endpoint: Some("192.0.2.1:51820".into()),
+        disabled: false,
+        online: false,
+        last_seen_at: None,
+        created_at: now(),
+    };
+    insert_gateway(&mut c, &g, "cred-hash").await.unwrap();
+    assert_eq!(
+        gateway_by_credential(&mut c, "cred-hash").await.unwrap(),
+        Some(g.clone())
+    );
+    assert_eq!(gateway_by_credential(&mut c, "other").await.unwrap(), None);
+    let same_name = Gateway {
+        id: GatewayId::new(),
+        ..g.clone()
+    };
+    assert!(matches!(
+        insert_gateway(&mut c, &same_name, "cred-2").await,
+        Err(StoreError::Duplicate(_))
+    ));
+    let changed = Gateway {
+        disabled: true,
+        public_key: Some("pk".into()),
+        last_seen_at: Some(now()),
+        ..g.clone()
+    };
+    update_gateway(&mut c, &changed).await.unwrap();
+    assert_eq!(get_gateway(&mut c, g.id).await.unwrap(), Some(changed));
+    assert_eq!(
+        list_gateways(&mut c, Some(SiteId::new())).await.unwrap(),
+        vec![]
+    );
+    assert!(delete_gateway(&mut c, g.id).await.unwrap());
+}
+
+async fn resources_keep_addresses_and_ports(s: &Store) {
+    let a = site(s, "hq").await;
+    let r = resource(s, a.id, "db").await;
+    let mut c = s.conn().await.unwrap();
+    assert_eq!(get_resource(&mut c, r.id).await.unwrap(), Some(r.clone()));
+    let changed = Resource {
+        ports: vec![],
+        addresses: vec![parse_address("10.9.0.0/16").unwrap()],
+        ..r.clone()
+    };
+    update_resource(&mut c, &changed).await.unwrap();
+    assert_eq!(
+        list_resources(&mut c, Some(a.id)).await.unwrap(),
+        vec![changed]
+    );
+    assert!(matches!(
+        insert_resource(
+            &mut c,
+            &Resource {
+                id: ResourceId::new(),
+                ..r.clone()
+            }
+        )
+        .await,
+        Err(StoreError::Duplicate(_))
+    ));
+}
+
+async fn groups_members_and_cascades(s: &Store) {
+    let u = user(s, "ann@example.com").await;
+    let v = user(s, "bob@example.com").await;
+    let g = Group {
+        id: GroupId::new(),
+        name: "eng".into(),
+        description: "".into(),
+        created_at: now(),
+    };
+    let mut c = s.conn().await.unwrap();
+    insert_group(&mut c, &g).await.unwrap();
+    assert!(add_member(&mut c, g.id, u.id, now()).await.unwrap());
+    assert!(
+        !add_member(&mut c, g.id, u.id, now()).await.unwrap(),
+        "already a member"
+    );
+    assert!(add_member(&mut c, g.id, v.id, now()).await.unwrap());
+    assert_eq!(
+        group_members(&mut c, g.id).await.unwrap(),
+        vec![u.clone(), v.clone()]
+    );
+    assert_eq!(groups_of_user(&mut c, u.id).await.unwrap(), vec![g.id]);
+    assert!(remove_member(&mut c, g.id, v.id).await.unwrap());
+    assert!(!remove_member(&mut c, g.id, v.id).await.unwrap());
+    // Deleting a user removes their memberships and devices.
+    let d = Device {
+        id: DeviceId::new(),
+        user_id: u.id,
+        name: "laptop".into(),
+        public_key: "pk-ann".into(),
+        disabled: false,
+        created_at: now(),
+        last_seen_at: None,
+    };
+    insert_device(&mut c, &d).await.unwrap();
+    assert!(delete_user(&mut c, u.id).await.unwrap());
+    assert_eq!(group_members(&mut c, g.id).await.unwrap(), vec![]);
+    assert_eq!(get_device(&mut c, d.id).await.unwrap(), None);
+}
+
+async fn devices_keep_their_posture(s: &Store) {
+    let u = user(s, "ann@example.com").await;
+    let mut c = s.conn().await.unwrap();
+    let d = Device {
+        id: DeviceId::new(),
+        user_id: u.id,
+        name: "laptop".into(),
+        public_key: "pk".into(),
+        disabled: false,
+        created_at: now(),
+        last_seen_at: None,
+    };
+    insert_device(&mut c, &d).await.unwrap();
+    assert_eq!(get_posture(&mut c, d.id).await.unwrap(), None);
+    let report = PostureReport {
+        collected_at: now(),
+        os_name: Some("debian".into()),
+        os_version: Some("12".into()),
+        kernel_version: None,
+        disk_encryption: CheckState::Pass,
+        firewall: CheckState::Fail,
+        secure_boot: CheckState::Unknown,
+        screen_lock: CheckState::Unknown,
+        processes: vec!["falcon-sensor".into()],
+        client_version: Some("0.1.0".into()),
+        hostname: Some("laptop".into()),
+        serial: None,
+    };
+    set_posture(&mut c, d.id, &report).await.unwrap();
+    assert_eq!(get_posture(&mut c, d.id).await.unwrap(), Some(report));
+    let dup = Device {
+        id: DeviceId::new(),
+        ..d.clone()
+    };
+    assert!(
+        matches!(
+            insert_device(&mut c, &dup).await,
+            Err(StoreError::Duplicate(_))
+        ),
+        "one key, one device"
+    );
+    let disabled = Device {
+        disabled: true,
+        ..d.clone()
+    };
+    update_device(&mut c, &disabled).await.unwrap();
+    assert_eq!(
+        list_devices(&mut c, Some(u.id)).await.unwrap(),
+        vec![disabled]
+    );
+}
+
+async fn enrollment_keys_obey_use_rules(s: &Store) {
+    let u = user(s, "ann@example.com").await;
+    let mut c = s.conn().await.unwrap();
+    let key = |reusable| EnrollmentKey {
+        id: EnrollmentKeyId::new(),
+        user_id: u.id,
+        reusable,
+        created_at: now(),
+        expires_at: now() + SignedDuration::from_hours(1),
+        used_at: None,
+        revoked_at: None,
+    };
+    let once = key(false);
+    let many = key(true);
+    let revoked = key(true);
+    insert_enrollment_key(&mut c, &once, "once").await.unwrap();
+    insert_enrollment_key(&mut c, &many, "many").await.unwrap();
+    insert_enrollment_key(&mut c, &revoked, "revoked")
+        .await
+        .unwrap();
+    assert!(
+        revoke_enrollment_key(&mut c, revoked.id, now())
+            .await
+            .unwrap()
+    );
+    assert!(
+        consume_enrollment_key(&mut c, "once", now())
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        consume_enrollment_key(&mut c, "once", now())
+            .await
+            .unwrap()
+            .is_none(),
+        "one-time key replayed"
+    );
+    assert!(
+        consume_enrollment_key(&mut c, "many", now())
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        consume_enrollment_key(&mut c, "many", now())
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        consume_enrollment_key(&mut c, "many", now() + SignedDuration::from_hours(2))
+            .await
+            .unwrap()
+            .is_none(),
+        "expired"
+    );
+    assert!(
+        consume_enrollment_key(&mut c, "revoked", now())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(list_enrollment_keys(&mut c).await.unwrap().len(), 3);
+}
+
+async fn profiles_and_policies_round_trip(s: &Store) {
+    let a = site(s, "hq").await;
+    let r = resource(s, a.id, "db").await;
+    let mut c = s.conn().await.unwrap();
+    let profile = PostureProfile {
+        id: PostureProfileId::new(),
+        name: "strict".into(),
+        min_os_versions: [("debian".to_owned(), "12".to_owned())].into(),
+        require_disk_encryption: true,
+        require_firewall: true,
+        require_secure_boot: false,
+        require_screen_lock: false,
+        required_processes: vec!["edr".into()],
+        min_client_version: Some("0.1.0".into()),
+        serial_allowlist: vec![],
+        max_report_age_secs: Some(300),
+    };
+    insert_profile(&mut c, &profile, now()).await.unwrap();
+    assert_eq!(
+        profiles_by_id(&mut c).await.unwrap().get(&profile.id),
+        Some(&profile)
+    );
+    let g = Group {
+        id: GroupId::new(),
+        name: "eng".into(),
+        description: "".into(),
+        created_at: now(),
+    };
+    insert_group(&mut c, &g).await.unwrap();
+    let p = Policy {
+        id: PolicyId::new(),
+        name: "eng to db".into(),
+        group_id: g.id,
+        resource_id: r.id,
+        action: PolicyAction::Allow,
+        conditions: Conditions {
+            posture_profile_id: Some(profile.id),
+            time_windows: vec![TimeWindow {
+                days: vec![Weekday::Mon, Weekday::Fri],
+                start: "09:00".parse().unwrap(),
+                end: "18:00".parse().unwrap(),
+            }],
+            time_zone: Some("Europe/Berlin".into()),
+            source_cidrs: vec![parse_address("192.0.2.0/24").unwrap()],
+            max_mfa_age_secs: Some(3600),
+            identity_provider: Some("okta".into()),
+        },
+        max_session_secs: 28_800,
+        disabled: false,
+        created_at: now(),
+    };
+    insert_policy(&mut c, &p).await.unwrap();
+    assert_eq!(get_policy(&mut c, p.id).await.unwrap(), Some(p.clone()));
+    assert_eq!(
+        policies_for_resource(&mut c, r.id).await.unwrap(),
+        vec![p.clone()]
+    );
+    assert_eq!(
+        policies_referencing(&mut c, PolicyRef::Group, &g.id.to_string())
+            .await
+            .unwrap(),
+        vec!["eng to db".to_owned()]
+    );
+    let deny = Policy {
+        action: PolicyAction::Deny,
+        disabled: true,
+        ..p.clone()
+    };
+    update_policy(&mut c, &deny).await.unwrap();
+    assert_eq!(list_policies(&mut c).await.unwrap(), vec![deny]);
+    assert!(delete_policy(&mut c, p.id).await.unwrap());
+    assert!(delete_profile(&mut c, profile.id).await.unwrap());
+}
+
+async fn foreign_keys_are_enforced(s: &Store) {
+    let mut c = s.conn().await.unwrap();
+    let orphan = Resource {
+        id: ResourceId::new(),
+        name: "orphan".into(),
+        site_id: SiteId::new(),
+        addresses: vec![],
+        ports: vec![],
+        created_at: now(),
+    };
+    assert!(matches!(
+        insert_resource(&mut c, &orphan).await,
+        Err(StoreError::Referenced(_))
+    ));
+    let a = site(s, "hq").await;
+    resource(s, a.id, "db").await;
+    let mut c = s.conn().await.unwrap();
+    assert!(
+        matches!(
+            delete_site(&mut c, a.id).await,
+            Err(StoreError::Referenced(_))
+        ),
+        "a site with resources stays"
+    );
+}
+
+fn grant(device: DeviceId, resource: ResourceId, expires_at: Timestamp) -> Grant {
+    Grant {
+        id: GrantId::new(),
+        device_id: device,
+        user_id: UserId::new(),
+        resource_id: resource,
+        policy_id: PolicyId::new(),
+        gateway_id: GatewayId::new(),
+        public_key: format!("pk-{}", uuid::Uuid::new_v4()),
+        tunnel_address: "100.64.0.7".parse().unwrap(),
+        created_at: now(),
+        expires_at,
+        revoked_at: None,
+    }
+}
+
+async fn grants_filter_and_revoke_only_live_ones(s: &Store) {
+    let mut c = s.conn().await.unwrap();
+    let (d1, d2) = (DeviceId::new(), DeviceId::new());
+    let r = ResourceId::new();
+    let live = grant(d1, r, now() + SignedDuration::from_hours(1));
+    let expired = grant(d1, r, now() - SignedDuration::from_secs(1));
+    let other = grant(d2, r, now() + SignedDuration::from_hours(1));
+    for g in [&live, &expired, &other] {
+        insert_grant(&mut c, g).await.unwrap();
+    }
+    let at_now = GrantFilter {
+        live_at: Some(now()),
+        ..Default::default()
+    };
+    let mut ids: Vec<_> = list_grants(&mut c, &at_now)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|g| g.id)
+        .collect();
+    ids.sort();
+    let mut want = vec![live.id, other.id];
+    want.sort();
+    assert_eq!(ids, want);
+    let by_device = GrantFilter {
+        device: Some(d1),
+        ..Default::default()
+    };
+    assert_eq!(
+        list_grants(&mut c, &by_device).await.unwrap().len(),
+        2,
+        "history includes the expired one"
+    );
+    let revoked = revoke_grants(&mut c, &by_device, now(), "device disabled")
+        .await
+        .unwrap();
+    assert_eq!(
+        revoked.iter().map(|g| g.id).collect::<Vec<_>>(),
+        vec![live.id]
+    );
+    assert_eq!(
+        get_grant(&mut c, live.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at,
+        Some(now())
+    );
+    assert!(
+        revoke_grants(&mut c, &by_device, now(), "again")
+            .await
+            .unwrap()
+            .is_empty(),
+        "revocation is idempotent"
+    );
+    let one = GrantFilter {
+        grant: Some(other.id),
+        ..Default::default()
+    };
+    assert_eq!(
+        revoke_grants(&mut c, &one, now(), "admin")
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(list_grants(&mut c, &at_now).await.unwrap().is_empty());
+}
+
+async fn api_tokens_and_setup_codes(s: &Store) {
+    let mut c = s.conn().await.unwrap();
+    let token = ApiToken {
+        id: TokenId::new(),
+        name: "ci".into(),
+        role: Role::Auditor,
+        user_id: None,
+        created_at: now(),
+        last_used_at: None,
+        revoked_at: None,
+    };
+    insert_api_token(&mut c, &token, "tok-hash").await.unwrap();
+    let used = use_api_token(&mut c, "tok-hash", now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(used.role, Role::Auditor);
+    assert_eq!(
+        list_api_tokens(&mut c).await.unwrap()[0].last_used_at,
+        Some(now())
+    );
+    assert!(
+        use_api_token(&mut c, "nope", now())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(revoke_api_token(&mut c, token.id, now()).await.unwrap());
+    assert!(
+        use_api_token(&mut c, "tok-hash", now())
+            .await
+            .unwrap()
+            .is_none(),
+        "revoked"
+    );
+
+    put_setup_code(&mut c, "code-1", now()).await.unwrap();
+    put_setup_code(&mut c, "code-2", now()).await.unwrap();
+    assert!(
+        !consume_setup_code(&mut c, "code-1", now()).await.unwrap(),
+        "replaced"
+    );
+    assert!(consume_setup_code(&mut c, "code-2", now()).await.unwrap());
+    assert!(
+        !consume_setup_code(&mut c, "code-2", now()).await.unwrap(),
+        "single use"
+    );
+}
+
+async fn audit_filters_and_orders(s: &Store) {
+    let mut c = s.conn().await.unwrap();
+    let ev = |minute: i64, actor: &str, kind: &str, subject: &str| AuditEvent {
+        id: AuditEventId::new(),
+        at: now() + SignedDuration::from_mins(minute),
+        actor: actor.into(),
+        actor_name: actor.into(),
+        kind: kind.into(),
+        subject: subject.into(),
+        details: serde_json::json!({ "minute": minute }),
+    };
+    let events = [
+        ev(0, "token:a", "site.created", "site:1"),
+        ev(1, "user:b", "decision.allow", "resource:1"),
+        ev(2, "user:b", "decision.deny", "resource:2"),
+        ev(3, "token:a", "resource.created", "resource:2"),
+    ];
+    for e in &events {
+        append_audit(&mut c, e).await.unwrap();
+    }
+    let q = |f: AuditFilter| {
+        let f = AuditFilter { limit: 100, ..f };
+        async move { f }
+    };
+    let all = query_audit(&mut c, &q(AuditFilter::default()).await)
+        .await
+        .unwrap();
+    assert_eq!(
+        all.iter()
+            .map(|e| e.details["minute"].as_i64().unwrap())
+            .collect::<Vec<_>>(),
+        vec![3, 2, 1, 0],
+        "newest first"
+    );
+    assert_eq!(all[3], events[0]);
+    let decisions = query_audit(
+        &mut c,
+        &q(AuditFilter {
+            kind: Some("decision.".into()),
+            ..Default::default()
+        })
+        .await,
+    )
+    .await
+    .unwrap();
+    assert_eq!(decisions.len(), 2);
+    let by_actor = query_audit(
+        &mut c,
+        &q(AuditFilter {
+            actor: Some("token:a".into()),
+            subject: Some("resource:2".into()),
+            ..Default::default()
+        })
+        .await,
+    )
+    .await
+    .unwrap();
+    assert_eq!(by_actor, vec![events[3].clone()]);
+    let window = query_audit(
+        &mut c,
+        &q(AuditFilter {
+            since: Some(now() + SignedDuration::from_mins(1)),
+            until: Some(now() + SignedDuration::from_mins(3)),
+            ..Default::default()
+        })
+        .await,
+    )
+    .await
+    .unwrap();
+    assert_eq!(window.len(), 2);
+    let limited = query_audit(
+        &mut c,
+        &AuditFilter {
+            limit: 1,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(limited, vec![events[3].clone()]);
+}
+
+async fn rolled_back_transactions_leave_nothing(s: &Store) {
+    {
+        let mut tx = s.begin().await.unwrap();
+        insert_site(
+            &mut tx,
+            &Site {
+                id: SiteId::new(),
+                name: "ghost".into(),
+                created_at: now(),
+            },
+        )
+        .await
+        .unwrap();
+        // Dropped without commit.
+    }
+    let mut c = s.conn().await.unwrap();
+    assert!(list_sites(&mut c).await.unwrap().is_empty());
+}
