@@ -381,6 +381,18 @@ pub struct DecisionRequest {
     pub last_mfa_at: Option<Timestamp>,
 }
 
+/// A device enrolling itself with an enrollment key.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollInput {
+    /// The enrollment key from `enrollment-keys`.
+    pub enrollment_key: String,
+    /// The device's name.
+    pub name: String,
+    /// The device's public key (base64, 32 bytes), made on the device.
+    pub public_key: String,
+}
+
 /// The first admin, created with the setup code.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
