@@ -66,10 +66,10 @@ enum AdminCommand {
         #[command(flatten)]
         store: StoreArgs,
         /// What the token may do.
-        #[arg(long, value_enum, default_value = "admin")]
+        #[arg(long, env = "POSTERN_TOKEN_ROLE", value_enum, default_value = "admin")]
         role: TokenRole,
         /// What the token is for.
-        #[arg(long, default_value = "automation")]
+        #[arg(long, env = "POSTERN_TOKEN_NAME", default_value = "automation")]
         name: String,
     },
 }
