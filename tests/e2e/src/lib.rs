@@ -12,6 +12,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+pub mod measure;
+pub mod topology;
+pub mod wg;
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A short name no other test (in this process or another) uses at the same time.

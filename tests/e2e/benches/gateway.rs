@@ -1,0 +1,138 @@
+//! Throughput and round-trip time client → gateway → resource, side by side in one run:
+//! over the bare links, through a Debian `wireguard-go` pair, and through
+//! `postern-gateway` (client side: the same `wireguard-go`). Run as root:
+//!
+//! ```sh
+//! cargo bench -p e2e --bench gateway
+//! ```
+//!
+//! `POSTERN_BENCH_SECONDS` sets the length of each iperf3 run (default 5).
+
+use std::process::Command;
+
+use e2e::measure::{IperfServer, round_trip_ms, throughput};
+use e2e::topology::{GATEWAY_PUBLIC, RESOURCE_1, Topology};
+use e2e::wg::{KeyPair, Peer, WireguardGo};
+
+struct Row {
+    path: &'static str,
+    single: f64,
+    four: f64,
+    rtt: f64,
+}
+
+fn measure(t: &Topology, path: &'static str, seconds: u32) -> anyhow::Result<Row> {
+    Ok(Row {
+        path,
+        single: throughput(&t.client, RESOURCE_1, 1, seconds)?,
+        four: throughput(&t.client, RESOURCE_1, 4, seconds)?,
+        rtt: round_trip_ms(&t.client, RESOURCE_1, 200)?,
+    })
+}
+
+fn masquerade(t: &Topology, source: &str) -> anyhow::Result<()> {
+    t.gateway.sh(&format!(
+        "nft add table ip bench; nft add chain ip bench post '{{ type nat hook postrouting priority 100; }}'; \
+         nft add rule ip bench post ip saddr {source} oifname != \"wgb\" masquerade"
+    ))?;
+    Ok(())
+}
+
+fn wireguard_go_path(t: &Topology, dir: &std::path::Path, seconds: u32) -> anyhow::Result<Row> {
+    let (server, client) = (KeyPair::generate()?, KeyPair::generate()?);
+    let psk = String::from_utf8(Command::new("wg").arg("genpsk").output()?.stdout)?
+        .trim()
+        .to_owned();
+    let _gw = WireguardGo::start(
+        &t.gateway,
+        "wgb",
+        &server.private,
+        Some(51821),
+        "100.64.0.1/32",
+        &[Peer {
+            public_key: client.public.clone(),
+            preshared_key: Some(psk.clone()),
+            endpoint: None,
+            allowed_ips: vec!["100.64.0.2/32".into()],
+        }],
+        dir,
+    )?;
+    t.gateway
+        .ip(&["route", "replace", "100.64.0.2/32", "dev", "wgb"])?;
+    let _cl = WireguardGo::start(
+        &t.client,
+        "wgc",
+        &client.private,
+        None,
+        "100.64.0.2/32",
+        &[Peer {
+            public_key: server.public,
+            preshared_key: Some(psk),
+            endpoint: Some(format!("{GATEWAY_PUBLIC}:51821")),
+            allowed_ips: vec!["10.77.2.0/24".into()],
+        }],
+        dir,
+    )?;
+    t.client.ip(&[
+        "route",
+        "replace",
+        "10.77.2.0/24",
+        "dev",
+        "wgc",
+        "src",
+        "100.64.0.2",
+    ])?;
+    masquerade(t, "100.64.0.0/10")?;
+    let row = measure(t, "wireguard-go pair", seconds);
+    t.gateway.sh("nft delete table ip bench")?;
+    row
+}
+
+fn main() -> anyhow::Result<()> {
+    let seconds: u32 = std::env::var("POSTERN_BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let dir = tempfile_dir()?;
+    let t = Topology::new()?;
+    let _iperf = IperfServer::start(&t.resource1, RESOURCE_1, &dir)?;
+
+    let mut rows = Vec::new();
+    t.route_bare()?;
+    rows.push(measure(&t, "bare veth", seconds)?);
+    t.resource1.ip(&["route", "del", "10.77.1.0/24"])?;
+    rows.push(wireguard_go_path(&t, &dir, seconds)?);
+
+    println!();
+    println!(
+        "client -> gateway -> resource, TCP via iperf3 ({seconds} s per run), RTT via 200 pings"
+    );
+    println!(
+        "{:<22} {:>16} {:>16} {:>10}",
+        "path", "1 stream Mbit/s", "4 streams Mbit/s", "RTT ms"
+    );
+    for r in &rows {
+        println!(
+            "{:<22} {:>16.0} {:>16.0} {:>10.3}",
+            r.path, r.single, r.four, r.rtt
+        );
+    }
+    let base = &rows[0];
+    for r in &rows[1..] {
+        println!(
+            "{:<22} {:>15.2}x {:>15.2}x {:>9.2}x   (of bare veth)",
+            r.path,
+            r.single / base.single,
+            r.four / base.four,
+            r.rtt / base.rtt
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+    Ok(())
+}
+
+fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("postern-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
