@@ -1,9 +1,12 @@
 //! The Postern controller: the object store (SQLite or PostgreSQL), the application services
 //! that hold every rule about objects, policy decisions, the REST API and audit log, and
-//! the HTTPS server that carries them. This crate does IO; the decision logic itself is the
-//! pure `policy` crate.
+//! the HTTPS server that carries them, and the QUIC control endpoint gateways connect to on
+//! the same address and port. This crate does IO; the decision logic itself is the pure
+//! `policy` crate.
 
+mod access;
 mod api;
+mod control;
 mod secrets;
 mod service;
 mod store;
@@ -14,7 +17,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
+pub use access::{AccessGrant, AccessOutcome, AccessRequest};
 pub use api::{AppState, router};
+pub use control::{CONTROL_ALPN, ControlEndpoint};
 pub use service::*;
 pub use store::{
     ApiToken, AuditEvent, AuditFilter, Backend, EnrollmentKey, GatewayToken, GrantFilter, Store,
@@ -37,8 +42,28 @@ pub struct ServeConfig {
     pub tls_key: Option<PathBuf>,
     /// Extra DNS names or addresses for a generated certificate.
     pub tls_names: Vec<String>,
-    /// Serve plain HTTP (local development only).
+    /// Serve plain HTTP (local development only). The QUIC control endpoint still uses TLS,
+    /// with the self-signed certificate.
     pub insecure_http: bool,
+    /// The network devices' tunnel addresses come from (default `100.64.0.0/10`).
+    pub tunnel_network: ipnet::IpNet,
+}
+
+impl ServeConfig {
+    /// A configuration with defaults: HTTPS with a self-signed certificate, SQLite in
+    /// `data_dir`, tunnel addresses from `100.64.0.0/10`.
+    pub fn new(listen: SocketAddr, data_dir: PathBuf) -> Self {
+        Self {
+            listen,
+            data_dir,
+            database_url: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_names: Vec::new(),
+            insecure_http: false,
+            tunnel_network: access::default_tunnel_network(),
+        }
+    }
 }
 
 /// Opens the store the configuration names, creating the data directory when needed.
@@ -80,21 +105,39 @@ pub async fn serve(
     let _ = rustls::crypto::ring::default_provider().install_default();
     create_private_dir(&config.data_dir)?;
     let store = open_store(&config.data_dir, config.database_url.as_deref()).await?;
-    let service = Service::new(store.clone());
+    let service = Service::new(store.clone())
+        .with_tunnel_network(config.tunnel_network)
+        .context("--tunnel-network")?;
     let setup_code = service
         .prepare_setup()
         .await
         .context("preparing first-run setup")?;
-    let app = router(AppState { service });
+    let app = router(AppState {
+        service: service.clone(),
+    });
 
     let std_listener = std::net::TcpListener::bind(config.listen)
         .with_context(|| format!("listening on {}", config.listen))?;
     std_listener.set_nonblocking(true)?;
     let addr = std_listener.local_addr()?;
+    // QUIC always needs TLS: with plain HTTP it uses the self-signed certificate.
+    let identity = if config.insecure_http {
+        tls::load_or_create(None, None, &config.data_dir, &config.tls_names)?
+    } else {
+        tls::load_or_create(
+            config.tls_cert.as_deref(),
+            config.tls_key.as_deref(),
+            &config.data_dir,
+            &config.tls_names,
+        )?
+    };
+    let control = ControlEndpoint::start(service.clone(), addr, &identity)?;
+    let quic = control.closer();
     let handle = axum_server::Handle::new();
     let h = handle.clone();
     tokio::spawn(async move {
         shutdown.await;
+        quic.close(quinn::VarInt::from_u32(0), b"controller shutting down");
         h.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
     });
 
@@ -107,6 +150,10 @@ pub async fn serve(
             "postern-controller listening on http://{addr} (plain HTTP: local development only)"
         );
         print_setup(setup_code.as_deref(), &format!("http://{addr}"));
+        println!(
+            "gateway control (QUIC) on udp/{addr}, TLS certificate SHA-256 fingerprint: {}",
+            identity.fingerprint
+        );
         println!("storage: {backend}");
         tracing::warn!("serving plain HTTP; use TLS anywhere but a developer machine");
         axum_server::from_tcp(std_listener)
@@ -114,12 +161,6 @@ pub async fn serve(
             .serve(app.into_make_service_with_connect_info::<SocketAddr>())
             .await
     } else {
-        let identity = tls::load_or_create(
-            config.tls_cert.as_deref(),
-            config.tls_key.as_deref(),
-            &config.data_dir,
-            &config.tls_names,
-        )?;
         let rustls_config = axum_server::tls_rustls::RustlsConfig::from_pem_file(
             &identity.cert_path,
             &identity.key_path,
@@ -137,12 +178,14 @@ pub async fn serve(
             identity.fingerprint
         );
         print_setup(setup_code.as_deref(), &format!("https://{addr}"));
+        println!("gateway control (QUIC) on udp/{addr}");
         println!("storage: {backend}");
         axum_server::from_tcp_rustls(std_listener, rustls_config)
             .handle(handle)
             .serve(app.into_make_service_with_connect_info::<SocketAddr>())
             .await
     };
+    control.shutdown().await;
     store.close().await;
     result.context("serving HTTP")
 }

@@ -51,6 +51,9 @@ enum Command {
         /// Serve plain HTTP instead of HTTPS. Only for local development.
         #[arg(long, env = "POSTERN_INSECURE_HTTP")]
         insecure_http: bool,
+        /// The network devices' tunnel addresses come from.
+        #[arg(long, env = "POSTERN_TUNNEL_NETWORK", default_value = controller::DEFAULT_TUNNEL_NETWORK)]
+        tunnel_network: ipnet::IpNet,
     },
     /// Administrative commands run on the controller's host.
     Admin {
@@ -95,6 +98,7 @@ async fn main() -> anyhow::Result<()> {
             tls_key,
             tls_names,
             insecure_http,
+            tunnel_network,
         } => {
             let config = ServeConfig {
                 listen,
@@ -104,6 +108,7 @@ async fn main() -> anyhow::Result<()> {
                 tls_key,
                 tls_names,
                 insecure_http,
+                tunnel_network,
             };
             controller::serve(config, shutdown_signal()).await
         }

@@ -3,6 +3,8 @@
 //! its audit record, so a rejected request changes nothing.
 
 use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use model::{
@@ -14,6 +16,7 @@ use model::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
+use crate::control::Registry;
 use crate::secrets;
 use crate::store::{
     self, ApiToken, AuditEvent, AuditFilter, Conn, EnrollmentKey, GatewayToken, GrantFilter,
@@ -74,6 +77,10 @@ pub enum ServiceError {
     /// The credential is missing, unknown, used or expired.
     #[error("{0}")]
     Unauthorized(&'static str),
+    /// A needed part of the system is not available now (no gateway online, no
+    /// acknowledgement); trying again later may succeed.
+    #[error("{0}")]
+    Unavailable(String),
     /// The store failed.
     #[error(transparent)]
     Store(StoreError),
@@ -103,7 +110,7 @@ impl From<sqlx::Error> for ServiceError {
 
 type Result<T, E = ServiceError> = std::result::Result<T, E>;
 
-fn invalid(field: impl Into<String>, message: impl Into<String>) -> ServiceError {
+pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> ServiceError {
     ServiceError::Invalid(FieldError::new(field, message))
 }
 
@@ -127,12 +134,23 @@ fn on_duplicate(
     }
 }
 
-/// Something that happened which other parts of the controller react to (pushes to
-/// gateways and clients arrive with the gateway issue).
+/// Something that happened which other parts of the controller react to: every gateway
+/// control connection subscribes and pushes the revocations of its grants.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ControlEvent {
     /// A grant was revoked; its gateway must drop the peer.
     GrantRevoked(Grant),
+}
+
+/// A policy decision with what it was made about.
+#[derive(Debug, Clone)]
+pub(crate) struct Evaluation {
+    pub(crate) user: User,
+    pub(crate) device: Device,
+    pub(crate) resource: Resource,
+    pub(crate) source: IpAddr,
+    pub(crate) now: Timestamp,
+    pub(crate) decision: policy::Decision,
 }
 
 /// A secret shown once, with the record that describes it.
@@ -420,7 +438,7 @@ const DAY: u64 = 24 * 60 * 60;
 
 /// The current time at the store's precision (milliseconds), so that what a write returns
 /// equals what a later read returns.
-fn now() -> Timestamp {
+pub(crate) fn now() -> Timestamp {
     Timestamp::from_millisecond(Timestamp::now().as_millisecond())
         .unwrap_or_else(|_| Timestamp::now())
 }
@@ -476,24 +494,64 @@ fn addresses(field: &str, raw: &[String]) -> Result<Vec<ipnet::IpNet>> {
         .collect()
 }
 
-fn subject(kind: &str, id: impl std::fmt::Display) -> String {
+pub(crate) fn subject(kind: &str, id: impl std::fmt::Display) -> String {
     format!("{kind}:{id}")
 }
 
 // ---------------------------------------------------------------- the service
 
+/// The tunnel network device addresses come from unless configured otherwise.
+pub const DEFAULT_TUNNEL_NETWORK: &str = "100.64.0.0/10";
+
+/// How long an access request waits for the gateway to acknowledge the new grant by default.
+pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The controller's application services over one store.
 #[derive(Clone, Debug)]
 pub struct Service {
-    store: Store,
-    events: broadcast::Sender<ControlEvent>,
+    pub(crate) store: Store,
+    pub(crate) events: broadcast::Sender<ControlEvent>,
+    /// The gateways whose control connection is up.
+    pub(crate) gateways: Arc<Registry>,
+    pub(crate) tunnel_network: ipnet::IpNet,
+    pub(crate) ack_timeout: Duration,
 }
 
 impl Service {
     /// Services over `store`.
     pub fn new(store: Store) -> Self {
-        let (events, _) = broadcast::channel(4096);
-        Self { store, events }
+        Self::with_event_capacity(store, 4096)
+    }
+
+    /// Services whose event channel holds `capacity` events before a slow receiver lags.
+    pub(crate) fn with_event_capacity(store: Store, capacity: usize) -> Self {
+        let (events, _) = broadcast::channel(capacity);
+        Self {
+            store,
+            events,
+            gateways: Arc::new(Registry::default()),
+            tunnel_network: crate::access::default_tunnel_network(),
+            ack_timeout: DEFAULT_ACK_TIMEOUT,
+        }
+    }
+
+    /// Takes device tunnel addresses from `network` (an IPv4 network of at most /30 or an
+    /// IPv6 one of at most /126).
+    pub fn with_tunnel_network(mut self, network: ipnet::IpNet) -> Result<Self> {
+        crate::access::check_tunnel_network(network).map_err(|m| invalid("tunnel_network", m))?;
+        self.tunnel_network = network.trunc();
+        Ok(self)
+    }
+
+    /// Waits at most `timeout` for a gateway to acknowledge a new grant.
+    pub fn with_ack_timeout(mut self, timeout: Duration) -> Self {
+        self.ack_timeout = timeout;
+        self
+    }
+
+    /// The network device tunnel addresses come from.
+    pub fn tunnel_network(&self) -> ipnet::IpNet {
+        self.tunnel_network
     }
 
     /// The store.
@@ -506,7 +564,7 @@ impl Service {
         self.events.subscribe()
     }
 
-    async fn audit(
+    pub(crate) async fn audit(
         &self,
         c: &mut Conn,
         actor: &Actor,
@@ -527,7 +585,7 @@ impl Service {
         Ok(())
     }
 
-    fn require_admin(actor: &Actor) -> Result<()> {
+    pub(crate) fn require_admin(actor: &Actor) -> Result<()> {
         if actor.role != Role::Admin {
             return Err(ServiceError::Forbidden(format!(
                 "the {} role can read but not change anything",
@@ -548,7 +606,7 @@ impl Service {
 
     /// Revokes the live grants matching `filter` inside `c`'s transaction, audits each, and
     /// returns them so the caller can announce them after commit.
-    async fn revoke_in(
+    pub(crate) async fn revoke_in(
         &self,
         c: &mut Conn,
         actor: &Actor,
@@ -573,7 +631,7 @@ impl Service {
         Ok(revoked)
     }
 
-    fn announce(&self, revoked: Vec<Grant>) {
+    pub(crate) fn announce(&self, revoked: Vec<Grant>) {
         for g in revoked {
             tracing::info!(grant = %g.id, device = %g.device_id, resource = %g.resource_id, "grant revoked");
             // No subscriber is not an error: nothing is connected yet.
@@ -956,7 +1014,14 @@ impl Service {
     /// Lists gateways, optionally of one site.
     pub async fn list_gateways(&self, actor: &Actor, site: Option<SiteId>) -> Result<Vec<Gateway>> {
         Self::require_reader(actor)?;
-        Ok(store::list_gateways(&mut *self.store.conn().await?, site).await?)
+        let gateways = store::list_gateways(&mut *self.store.conn().await?, site).await?;
+        Ok(gateways.into_iter().map(|g| self.with_online(g)).collect())
+    }
+
+    /// The gateway with its `online` flag from the live control connections.
+    pub(crate) fn with_online(&self, mut g: Gateway) -> Gateway {
+        g.online = !g.disabled && self.gateways.is_online(g.id);
+        g
     }
 
     /// One gateway.
@@ -964,6 +1029,7 @@ impl Service {
         Self::require_reader(actor)?;
         store::get_gateway(&mut *self.store.conn().await?, id)
             .await?
+            .map(|g| self.with_online(g))
             .ok_or(ServiceError::NotFound("gateway"))
     }
 
@@ -1013,7 +1079,11 @@ impl Service {
         };
         tx.commit().await?;
         self.announce(revoked);
-        Ok(g)
+        if disabling {
+            self.gateways
+                .close(id, "the gateway was disabled by an administrator");
+        }
+        Ok(self.with_online(g))
     }
 
     /// Deletes a gateway, revoking its grants.
@@ -1044,6 +1114,8 @@ impl Service {
             .await?;
         tx.commit().await?;
         self.announce(revoked);
+        self.gateways
+            .close(id, "the gateway was deleted by an administrator");
         Ok(())
     }
 
@@ -1811,13 +1883,13 @@ impl Service {
                 ));
             }
         }
-        if let Some(v) = &input.min_client_version {
-            if model::compare_versions(v, v).is_none() {
-                return Err(invalid(
-                    "min_client_version",
-                    "must be a version such as 1.2.0",
-                ));
-            }
+        if let Some(v) = &input.min_client_version
+            && model::compare_versions(v, v).is_none()
+        {
+            return Err(invalid(
+                "min_client_version",
+                "must be a version such as 1.2.0",
+            ));
         }
         for (i, p) in input.required_processes.iter().enumerate() {
             if p.trim().is_empty() {
@@ -2015,13 +2087,13 @@ impl Service {
                 format!("no resource has the id {}", input.resource_id),
             ));
         }
-        if let Some(p) = ci.posture_profile_id {
-            if store::get_profile(c, p).await?.is_none() {
-                return Err(invalid(
-                    "conditions.posture_profile_id",
-                    format!("no posture profile has the id {p}"),
-                ));
-            }
+        if let Some(p) = ci.posture_profile_id
+            && store::get_profile(c, p).await?.is_none()
+        {
+            return Err(invalid(
+                "conditions.posture_profile_id",
+                format!("no posture profile has the id {p}"),
+            ));
         }
         Ok(Policy {
             id,
@@ -2188,24 +2260,32 @@ impl Service {
     /// Decides whether a user's device may reach a resource now, and audits the decision.
     pub async fn decide(&self, actor: &Actor, req: DecisionRequest) -> Result<policy::Decision> {
         Self::require_reader(actor)?;
+        let mut tx = self.store.begin().await?;
+        let evaluation = self.evaluate(&mut tx, &req).await?;
+        self.audit_decision(&mut tx, actor, &evaluation, None, serde_json::Map::new())
+            .await?;
+        tx.commit().await?;
+        Ok(evaluation.decision)
+    }
+
+    /// Evaluates the policy decision for `req` on `c`, without auditing it: the one
+    /// implementation behind [`Service::decide`] and access requests.
+    pub(crate) async fn evaluate(&self, c: &mut Conn, req: &DecisionRequest) -> Result<Evaluation> {
         let source: IpAddr = req
             .source
             .trim()
             .parse()
             .map_err(|_| invalid("source", format!("`{}` is not an IP address", req.source)))?;
-        let mut tx = self.store.begin().await?;
-        let user = store::get_user(&mut tx, req.user_id)
+        let user = store::get_user(c, req.user_id)
             .await?
             .ok_or_else(|| invalid("user_id", format!("no user has the id {}", req.user_id)))?;
-        let device = store::get_device(&mut tx, req.device_id)
-            .await?
-            .ok_or_else(|| {
-                invalid(
-                    "device_id",
-                    format!("no device has the id {}", req.device_id),
-                )
-            })?;
-        let resource = store::get_resource(&mut tx, req.resource_id)
+        let device = store::get_device(c, req.device_id).await?.ok_or_else(|| {
+            invalid(
+                "device_id",
+                format!("no device has the id {}", req.device_id),
+            )
+        })?;
+        let resource = store::get_resource(c, req.resource_id)
             .await?
             .ok_or_else(|| {
                 invalid(
@@ -2213,11 +2293,14 @@ impl Service {
                     format!("no resource has the id {}", req.resource_id),
                 )
             })?;
-        let groups = store::groups_of_user(&mut tx, user.id).await?;
-        let policies = store::policies_for_resource(&mut tx, resource.id).await?;
-        let profiles = store::profiles_by_id(&mut tx).await?;
-        let posture = store::get_posture(&mut tx, device.id).await?;
-        let idp = req.identity_provider.unwrap_or_else(|| "local".to_owned());
+        let groups = store::groups_of_user(c, user.id).await?;
+        let policies = store::policies_for_resource(c, resource.id).await?;
+        let profiles = store::profiles_by_id(c).await?;
+        let posture = store::get_posture(c, device.id).await?;
+        let idp = req
+            .identity_provider
+            .clone()
+            .unwrap_or_else(|| "local".to_owned());
         let now = now();
         let decision = policy::decide(&policy::DecisionInput {
             user: &user,
@@ -2232,31 +2315,51 @@ impl Service {
             policies: &policies,
             posture_profiles: &profiles,
         });
-        let (kind, details) = match &decision {
+        Ok(Evaluation {
+            user,
+            device,
+            resource,
+            source,
+            now,
+            decision,
+        })
+    }
+
+    /// Audits a decision with the gateway chosen for it (if any) and `extra` details.
+    pub(crate) async fn audit_decision(
+        &self,
+        c: &mut Conn,
+        actor: &Actor,
+        e: &Evaluation,
+        gateway: Option<GatewayId>,
+        extra: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<()> {
+        let (kind, mut details) = match &e.decision {
             policy::Decision::Allow { expires_at, policy } => (
                 "decision.allow",
-                serde_json::json!({ "user": user.id, "device": device.id, "resource": resource.id, "gateway": null, "source": source, "policy": policy, "expires_at": expires_at, "requested_by": actor.id }),
+                serde_json::json!({ "user": e.user.id, "device": e.device.id, "resource": e.resource.id, "gateway": gateway, "source": e.source, "policy": policy, "expires_at": expires_at, "requested_by": actor.id }),
             ),
             policy::Decision::Deny { reasons } => (
                 "decision.deny",
-                serde_json::json!({ "user": user.id, "device": device.id, "resource": resource.id, "gateway": null, "source": source, "reasons": reasons, "requested_by": actor.id }),
+                serde_json::json!({ "user": e.user.id, "device": e.device.id, "resource": e.resource.id, "gateway": gateway, "source": e.source, "reasons": reasons, "requested_by": actor.id }),
             ),
         };
+        if let Some(map) = details.as_object_mut() {
+            map.extend(extra);
+        }
         let subject_user = Actor {
-            id: subject("user", user.id),
-            name: user.email.clone(),
-            role: user.role,
+            id: subject("user", e.user.id),
+            name: e.user.email.clone(),
+            role: e.user.role,
         };
         self.audit(
-            &mut tx,
+            c,
             &subject_user,
             kind,
-            subject("resource", resource.id),
+            subject("resource", e.resource.id),
             details,
         )
-        .await?;
-        tx.commit().await?;
-        Ok(decision)
+        .await
     }
 
     /// Lists grants; with `live`, only those in force now.

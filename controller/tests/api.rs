@@ -2,6 +2,8 @@
 //! authentication and roles, validation that names the field and changes nothing, audit
 //! rows, the OpenAPI document, and secrets kept out of logs.
 
+#![allow(clippy::unwrap_used)]
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -16,6 +16,7 @@ use utoipa_axum::routes;
 
 use super::extract::{Body, BodyOrDefault, Id, Query};
 use super::{ApiError, AppState, Auth, ErrorBody};
+use crate::access::{AccessGrant, AccessOutcome, AccessRequest};
 use crate::service::*;
 use crate::store::{ApiToken, AuditEvent, AuditFilter, EnrollmentKey, GatewayToken, GrantFilter};
 
@@ -57,6 +58,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list_policies, create_policy))
         .routes(routes!(get_policy, update_policy, delete_policy))
         .routes(routes!(decide))
+        .routes(routes!(request_access))
         .routes(routes!(list_grants))
         .routes(routes!(revoke_grant))
         .routes(routes!(audit_log))
@@ -420,8 +422,15 @@ async fn list_devices(
 /// Enrolls a device with an enrollment key (servers, CI, automation: no browser).
 #[utoipa::path(post, path = "/devices/enroll", tag = "devices", security(()), request_body = EnrollInput,
     responses((status = 201, body = Device), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
-async fn enroll_device(State(s): State<AppState>, Body(input): Body<EnrollInput>) -> Result<Response, ApiError> {
-    Ok(created(s.service.enroll_with_key(&input.enrollment_key, &input.name, &input.public_key).await?))
+async fn enroll_device(
+    State(s): State<AppState>,
+    Body(input): Body<EnrollInput>,
+) -> Result<Response, ApiError> {
+    Ok(created(
+        s.service
+            .enroll_with_key(&input.enrollment_key, &input.name, &input.public_key)
+            .await?,
+    ))
 }
 
 /// One device.
@@ -585,6 +594,59 @@ async fn decide(
     Body(input): Body<DecisionRequest>,
 ) -> Res<policy::Decision> {
     Ok(Json(s.service.decide(&a, input).await?))
+}
+
+/// A denied access request: the decision's reasons, in words the user can act on.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+struct DeniedBody {
+    error: DeniedDetail,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+struct DeniedDetail {
+    /// Always `denied`.
+    code: &'static str,
+    /// The reasons joined into one sentence.
+    message: String,
+    /// Why access was denied; never empty.
+    reasons: Vec<policy::Reason>,
+}
+
+/// Asks for access: decides, picks an online gateway of the resource's site, pushes the grant
+/// and waits for the gateway's acknowledgement, then answers with the WireGuard peer
+/// configuration (shown once: it holds the preshared key). Denial is 403 with the reasons;
+/// no gateway online or no acknowledgement in time is 503.
+#[utoipa::path(post, path = "/access", tag = "access", request_body = AccessRequest,
+    responses((status = 201, body = AccessGrant), (status = 403, body = DeniedBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+async fn request_access(
+    State(s): State<AppState>,
+    Auth(a): Auth,
+    Body(input): Body<AccessRequest>,
+) -> Result<Response, ApiError> {
+    match s.service.request_access(&a, input).await? {
+        AccessOutcome::Granted(grant) => Ok(created(grant)),
+        AccessOutcome::Denied { reasons } => {
+            let message = format!(
+                "access denied: {}",
+                reasons
+                    .iter()
+                    .map(|r| r.message.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+            Ok((
+                StatusCode::FORBIDDEN,
+                Json(DeniedBody {
+                    error: DeniedDetail {
+                        code: "denied",
+                        message,
+                        reasons,
+                    },
+                }),
+            )
+                .into_response())
+        }
+    }
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

@@ -34,7 +34,7 @@ pub(crate) struct ErrorBody {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct ErrorDetail {
     /// A stable code: `invalid`, `malformed`, `unauthorized`, `forbidden`, `not_found`,
-    /// `conflict`, `internal`.
+    /// `conflict`, `unavailable`, `internal`.
     pub(crate) code: &'static str,
     /// The request field at fault, when one is.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -92,6 +92,9 @@ impl From<ServiceError> for ApiError {
             ServiceError::Forbidden(m) => Self::new(StatusCode::FORBIDDEN, "forbidden", None, m),
             ServiceError::Unauthorized(m) => {
                 Self::new(StatusCode::UNAUTHORIZED, "unauthorized", None, m)
+            }
+            ServiceError::Unavailable(m) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", None, m)
             }
             ServiceError::Store(e) => {
                 tracing::error!(error = %e, "store failure");

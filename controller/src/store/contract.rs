@@ -115,6 +115,8 @@ contract!(
     api_tokens_and_setup_codes,
     audit_filters_and_orders,
     rolled_back_transactions_leave_nothing,
+    live_grants_carry_their_preshared_keys,
+    tunnel_addresses_are_leased_to_one_device,
 );
 
 async fn site(s: &Store, name: &str) -> Site {
@@ -650,6 +652,113 @@ async fn grants_filter_and_revoke_only_live_ones(s: &Store) {
         1
     );
     assert!(list_grants(&mut c, &at_now).await.unwrap().is_empty());
+}
+
+async fn live_grants_carry_their_preshared_keys(s: &Store) {
+    let mut c = s.conn().await.unwrap();
+    let r = ResourceId::new();
+    let live = grant(DeviceId::new(), r, now() + SignedDuration::from_hours(1));
+    let gateway = live.gateway_id;
+    let expired = Grant {
+        gateway_id: gateway,
+        ..grant(DeviceId::new(), r, now() - SignedDuration::from_secs(1))
+    };
+    let other = grant(DeviceId::new(), r, now() + SignedDuration::from_hours(1));
+    for (g, psk) in [
+        (&live, "psk-live"),
+        (&expired, "psk-old"),
+        (&other, "psk-other"),
+    ] {
+        insert_grant(&mut c, g).await.unwrap();
+        set_preshared_key(&mut c, g.id, psk).await.unwrap();
+    }
+    let with_keys = live_grants_with_keys(&mut c, gateway, now()).await.unwrap();
+    assert_eq!(with_keys, vec![(live.clone(), "psk-live".to_owned())]);
+    let counts = live_grant_counts(&mut c, now()).await.unwrap();
+    assert_eq!(counts.get(&gateway), Some(&1));
+    assert_eq!(counts.get(&other.gateway_id), Some(&1));
+    assert!(
+        public_key_in_use(&mut c, &live.public_key, now())
+            .await
+            .unwrap()
+    );
+    assert!(
+        !public_key_in_use(&mut c, &expired.public_key, now())
+            .await
+            .unwrap()
+    );
+
+    let one = GrantFilter {
+        grant: Some(live.id),
+        ..Default::default()
+    };
+    revoke_grants(&mut c, &one, now(), "admin").await.unwrap();
+    assert!(
+        live_grants_with_keys(&mut c, gateway, now())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let key: Option<String> = sqlx::query_scalar("SELECT preshared_key FROM grants WHERE id = $1")
+        .bind(live.id.to_string())
+        .fetch_one(&mut *c)
+        .await
+        .unwrap();
+    assert_eq!(key, None, "revocation forgets the preshared key");
+}
+
+async fn tunnel_addresses_are_leased_to_one_device(s: &Store) {
+    let mut c = s.conn().await.unwrap();
+    let (a, b) = (DeviceId::new(), DeviceId::new());
+    let addr: std::net::IpAddr = "100.64.0.9".parse().unwrap();
+    let hour = now() + SignedDuration::from_hours(1);
+    assert!(
+        claim_tunnel_address(&mut c, addr, a, hour, now())
+            .await
+            .unwrap()
+    );
+    assert!(
+        !claim_tunnel_address(&mut c, addr, b, hour, now())
+            .await
+            .unwrap(),
+        "another device's live lease holds"
+    );
+    let two = now() + SignedDuration::from_hours(2);
+    assert!(
+        claim_tunnel_address(&mut c, addr, a, two, now())
+            .await
+            .unwrap(),
+        "the holder extends its lease"
+    );
+    assert!(
+        claim_tunnel_address(&mut c, addr, a, hour, now())
+            .await
+            .unwrap(),
+        "a shorter claim by the holder keeps the longer lease"
+    );
+    assert_eq!(
+        device_tunnel_address(&mut c, a, now()).await.unwrap(),
+        Some(addr)
+    );
+    assert_eq!(device_tunnel_address(&mut c, b, now()).await.unwrap(), None);
+    assert_eq!(
+        leased_tunnel_addresses(&mut c, now()).await.unwrap(),
+        vec![addr]
+    );
+    let later = now() + SignedDuration::from_hours(3);
+    assert!(
+        claim_tunnel_address(
+            &mut c,
+            addr,
+            b,
+            later + SignedDuration::from_hours(1),
+            later
+        )
+        .await
+        .unwrap(),
+        "an expired lease is free again"
+    );
+    assert_eq!(device_tunnel_address(&mut c, a, later).await.unwrap(), None);
 }
 
 async fn api_tokens_and_setup_codes(s: &Store) {

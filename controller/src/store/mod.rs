@@ -133,7 +133,13 @@ impl Store {
 
     /// Starts a transaction.
     pub async fn begin(&self) -> Result<Tx, StoreError> {
-        Ok(self.pool.begin().await?)
+        match self.backend {
+            // Take SQLite's write lock up front: a deferred transaction that reads and then
+            // writes fails at once (SQLITE_BUSY_SNAPSHOT) when another connection wrote in
+            // between, whereas an immediate one waits its turn under busy_timeout.
+            Backend::Sqlite => Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?),
+            Backend::Postgres => Ok(self.pool.begin().await?),
+        }
     }
 
     /// A pooled connection for reads.

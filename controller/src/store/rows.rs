@@ -1329,7 +1329,8 @@ pub(crate) async fn revoke_grants(
     let grants = list_grants(&mut *c, &f).await?;
     for g in &grants {
         sqlx::query(
-            "UPDATE grants SET revoked_at = $2, revoke_reason = $3 WHERE id = $1 AND revoked_at IS NULL",
+            "UPDATE grants SET revoked_at = $2, revoke_reason = $3, preshared_key = NULL \
+             WHERE id = $1 AND revoked_at IS NULL",
         )
         .bind(g.id.to_string())
         .bind(ms(now))
@@ -1344,6 +1345,162 @@ pub(crate) async fn revoke_grants(
             ..g
         })
         .collect())
+}
+
+/// Stores the preshared key of a live grant (a secret the gateway needs on every full sync).
+pub(crate) async fn set_preshared_key(
+    c: &mut Conn,
+    g: GrantId,
+    preshared_key: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE grants SET preshared_key = $2 WHERE id = $1")
+        .bind(g.to_string())
+        .bind(preshared_key)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+/// The live grants of a gateway with their preshared keys, oldest first.
+pub(crate) async fn live_grants_with_keys(
+    c: &mut Conn,
+    gateway: GatewayId,
+    now: Timestamp,
+) -> Result<Vec<(Grant, String)>, StoreError> {
+    #[derive(FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        grant: GrantRow,
+        preshared_key: String,
+    }
+    sqlx::query_as::<_, Row>(&format!(
+        "SELECT {GRANT_COLUMNS}, preshared_key FROM grants WHERE gateway_id = $1 \
+         AND revoked_at IS NULL AND expires_at > $2 AND preshared_key IS NOT NULL \
+         ORDER BY created_at"
+    ))
+    .bind(gateway.to_string())
+    .bind(ms(now))
+    .fetch_all(c)
+    .await?
+    .into_iter()
+    .map(|r| Ok((r.grant.into_model()?, r.preshared_key)))
+    .collect()
+}
+
+/// How many live grants each gateway serves (gateways with none are absent).
+pub(crate) async fn live_grant_counts(
+    c: &mut Conn,
+    now: Timestamp,
+) -> Result<BTreeMap<GatewayId, i64>, StoreError> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT gateway_id, COUNT(*) FROM grants WHERE revoked_at IS NULL AND expires_at > $1 \
+         GROUP BY gateway_id",
+    )
+    .bind(ms(now))
+    .fetch_all(c)
+    .await?;
+    rows.into_iter()
+        .map(|(g, n)| Ok((id("grants", &g)?, n)))
+        .collect()
+}
+
+/// Whether a live grant already uses this WireGuard public key.
+pub(crate) async fn public_key_in_use(
+    c: &mut Conn,
+    public_key: &str,
+    now: Timestamp,
+) -> Result<bool, StoreError> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM grants WHERE public_key = $1 AND revoked_at IS NULL \
+         AND expires_at > $2",
+    )
+    .bind(public_key)
+    .bind(ms(now))
+    .fetch_one(c)
+    .await?;
+    Ok(n > 0)
+}
+
+// ---------------------------------------------------------------- tunnel addresses
+
+/// The tunnel address a device holds a live lease on, if any.
+pub(crate) async fn device_tunnel_address(
+    c: &mut Conn,
+    device: DeviceId,
+    now: Timestamp,
+) -> Result<Option<IpAddr>, StoreError> {
+    let row: Option<String> = sqlx::query_scalar(
+        "SELECT address FROM tunnel_addresses WHERE device_id = $1 AND expires_at > $2 \
+         ORDER BY expires_at DESC LIMIT 1",
+    )
+    .bind(device.to_string())
+    .bind(ms(now))
+    .fetch_optional(c)
+    .await?;
+    row.map(|a| id::<IpAddr>("tunnel_addresses", &a))
+        .transpose()
+}
+
+/// Takes `address` for `device` until `expires_at` unless another device holds a live lease
+/// on it; extends the device's own lease. Returns whether the address is now the device's.
+/// Atomic, so two replicas racing for one address cannot both win.
+pub(crate) async fn claim_tunnel_address(
+    c: &mut Conn,
+    address: IpAddr,
+    device: DeviceId,
+    expires_at: Timestamp,
+    now: Timestamp,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "INSERT INTO tunnel_addresses (address, device_id, expires_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (address) DO UPDATE SET device_id = excluded.device_id, \
+         expires_at = CASE WHEN tunnel_addresses.expires_at > excluded.expires_at \
+         THEN tunnel_addresses.expires_at ELSE excluded.expires_at END \
+         WHERE tunnel_addresses.expires_at <= $4 OR tunnel_addresses.device_id = $2",
+    )
+    .bind(address.to_string())
+    .bind(device.to_string())
+    .bind(ms(expires_at))
+    .bind(ms(now))
+    .execute(c)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Every address under a live lease.
+pub(crate) async fn leased_tunnel_addresses(
+    c: &mut Conn,
+    now: Timestamp,
+) -> Result<Vec<IpAddr>, StoreError> {
+    let rows: Vec<String> =
+        sqlx::query_scalar("SELECT address FROM tunnel_addresses WHERE expires_at > $1")
+            .bind(ms(now))
+            .fetch_all(c)
+            .await?;
+    rows.iter()
+        .map(|a| id::<IpAddr>("tunnel_addresses", a))
+        .collect()
+}
+
+/// Records a gateway's control connection: its WireGuard key, endpoint and the time.
+pub(crate) async fn gateway_seen(
+    c: &mut Conn,
+    g: GatewayId,
+    public_key: Option<&str>,
+    endpoint: Option<&str>,
+    now: Timestamp,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE gateways SET public_key = COALESCE($2, public_key), \
+         endpoint = COALESCE($3, endpoint), last_seen_at = $4 WHERE id = $1",
+    )
+    .bind(g.to_string())
+    .bind(public_key.map(str::to_owned))
+    .bind(endpoint.map(str::to_owned))
+    .bind(ms(now))
+    .execute(c)
+    .await?;
+    Ok(done.rows_affected() > 0)
 }
 
 // ---------------------------------------------------------------- API tokens

@@ -10,6 +10,7 @@
 
 use std::process::Command;
 
+use e2e::deploy::{Controller, Gateway, connect_client, provision};
 use e2e::measure::{IperfServer, round_trip_ms, throughput};
 use e2e::topology::{GATEWAY_PUBLIC, RESOURCE_1, Topology};
 use e2e::wg::{KeyPair, Peer, WireguardGo};
@@ -88,6 +89,24 @@ fn wireguard_go_path(t: &Topology, dir: &std::path::Path, seconds: u32) -> anyho
     row
 }
 
+fn postern_path(t: &Topology, dir: &std::path::Path, seconds: u32) -> anyhow::Result<Row> {
+    let ctl = Controller::start(t, dir)?;
+    let site = ctl.api.ok(
+        "POST",
+        "/api/v1/sites",
+        Some(serde_json::json!({"name": "bench"})),
+    )?;
+    let site = site["id"].as_str().unwrap_or_default().to_owned();
+    let _gw = Gateway::start(t, &ctl, &site, dir)?;
+    let ids = provision(&ctl, &site, &["tcp/5201", "icmp"])?;
+    let _client = connect_client(t, &ctl, &ids, dir, "wgp")?;
+    // The first packets wait for the handshake; start measuring once it is done.
+    t.client.sh(&format!(
+        "ping -c 3 -i 0.2 -W 2 {RESOURCE_1} >/dev/null || true"
+    ))?;
+    measure(t, "postern-gateway", seconds)
+}
+
 fn main() -> anyhow::Result<()> {
     let seconds: u32 = std::env::var("POSTERN_BENCH_SECONDS")
         .ok()
@@ -102,6 +121,7 @@ fn main() -> anyhow::Result<()> {
     rows.push(measure(&t, "bare veth", seconds)?);
     t.resource1.ip(&["route", "del", "10.77.1.0/24"])?;
     rows.push(wireguard_go_path(&t, &dir, seconds)?);
+    rows.push(postern_path(&t, &dir, seconds)?);
 
     println!();
     println!(

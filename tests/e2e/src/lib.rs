@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+pub mod deploy;
 pub mod measure;
 pub mod topology;
 pub mod wg;
@@ -116,21 +117,28 @@ impl Netns {
         &self,
         f: impl std::future::Future<Output = T> + Send + 'static,
     ) -> anyhow::Result<T> {
-        let path = format!("/var/run/netns/{}", self.name);
-        std::thread::scope(|s| {
-            s.spawn(|| -> anyhow::Result<T> {
-                let fd = std::fs::File::open(&path).with_context(|| format!("opening {path}"))?;
-                nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET)
-                    .context("entering the namespace")?;
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?;
-                Ok(rt.block_on(f))
-            })
-            .join()
-            .map_err(|_| anyhow::anyhow!("the namespace thread panicked"))?
-        })
+        in_namespace(&format!("/var/run/netns/{}", self.name), f)
     }
+}
+
+/// Runs `f` on a thread inside the namespace at `path` (`/var/run/netns/NAME`), with a fresh
+/// single-threaded tokio runtime.
+pub fn in_namespace<T: Send + 'static>(
+    path: &str,
+    f: impl std::future::Future<Output = T> + Send + 'static,
+) -> anyhow::Result<T> {
+    let path = path.to_owned();
+    std::thread::spawn(move || -> anyhow::Result<T> {
+        let fd = std::fs::File::open(&path).with_context(|| format!("opening {path}"))?;
+        nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET)
+            .context("entering the namespace")?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        Ok(rt.block_on(f))
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the namespace thread panicked"))?
 }
 
 impl Drop for Netns {

@@ -1,0 +1,580 @@
+//! The QUIC control endpoint for gateways (ALPN `postern-control/1`). Does IO.
+//!
+//! A gateway opens one bidirectional stream and speaks [`proto`] frames on it:
+//!
+//! 1. First frame `Enroll{token, name}` → the controller answers `Enrolled{gateway_id,
+//!    credential}` and expects `Hello` next on the same stream; or first frame
+//!    `Hello{credential, public_key, endpoint}`. A failure is answered with
+//!    `Refused{reason}` and the connection is closed.
+//! 2. After `Hello` the gateway is online: the controller sends `FullSync` with every live
+//!    grant of the gateway, then `GrantAdded` and `GrantRevoked` as they happen, each with a
+//!    sequence number one higher than the last. The gateway answers `Ack{seq}` once it has
+//!    applied everything up to `seq` (acknowledgements are cumulative).
+//! 3. When the controller's event stream lags, it sends a fresh `FullSync` instead of
+//!    dropping events. A disabled or deleted gateway gets `Refused{reason}` and is closed.
+
+mod registry;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use model::{Gateway, GatewayId, GrantId, Role};
+use proto::{ControllerMessage, GatewayMessage, GrantSpec};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use registry::Command;
+pub(crate) use registry::Registry;
+
+use crate::access::check_wireguard_key;
+use crate::service::{Actor, ControlEvent, Service, ServiceError, now, subject};
+use crate::store;
+use crate::tls::TlsIdentity;
+
+/// The ALPN protocol of the gateway control channel.
+pub const CONTROL_ALPN: &[u8] = b"postern-control/1";
+
+/// How long a gateway may take to open its stream and send its first frames.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one frame may take to leave before the connection counts as broken.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a revocation is remembered, so that a grant revoked before its push reached
+/// the connection task is not pushed after all.
+const REVOKED_MEMORY: Duration = Duration::from_secs(120);
+
+/// The running control endpoint.
+#[derive(Debug)]
+pub struct ControlEndpoint {
+    endpoint: quinn::Endpoint,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ControlEndpoint {
+    /// Listens on UDP `listen` with the controller's TLS identity and serves gateways.
+    pub fn start(
+        service: Service,
+        listen: SocketAddr,
+        identity: &TlsIdentity,
+    ) -> anyhow::Result<Self> {
+        let config = server_config(identity)?;
+        let endpoint = quinn::Endpoint::server(config, listen)
+            .with_context(|| format!("listening for gateways on udp/{listen}"))?;
+        let accepting = endpoint.clone();
+        let task = tokio::spawn(async move {
+            while let Some(incoming) = accepting.accept().await {
+                let service = service.clone();
+                tokio::spawn(async move {
+                    let remote = incoming.remote_address();
+                    match incoming.await {
+                        Ok(conn) => serve_gateway(service, conn).await,
+                        Err(e) => tracing::debug!(%remote, error = %e, "gateway handshake failed"),
+                    }
+                });
+            }
+        });
+        Ok(Self { endpoint, task })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
+        Ok(self.endpoint.local_addr()?)
+    }
+
+    /// Closes every connection and stops listening.
+    pub async fn shutdown(self) {
+        self.endpoint
+            .close(quinn::VarInt::from_u32(0), b"controller shutting down");
+        self.task.abort();
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+    }
+
+    /// A handle that closes the endpoint when asked.
+    pub(crate) fn closer(&self) -> quinn::Endpoint {
+        self.endpoint.clone()
+    }
+}
+
+fn server_config(identity: &TlsIdentity) -> anyhow::Result<quinn::ServerConfig> {
+    let certs = CertificateDer::pem_file_iter(&identity.cert_path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .with_context(|| format!("reading {}", identity.cert_path.display()))?;
+    let key = PrivateKeyDer::from_pem_file(&identity.key_path)
+        .with_context(|| format!("reading {}", identity.key_path.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .context("configuring TLS 1.3")?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("loading the TLS certificate for QUIC")?;
+    tls.alpn_protocols = vec![CONTROL_ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(Arc::new(tls))
+        .context("configuring QUIC's TLS")?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .max_idle_timeout(Some(quinn::IdleTimeout::try_from(Duration::from_secs(20))?))
+        .keep_alive_interval(Some(Duration::from_secs(5)))
+        .max_concurrent_bidi_streams(quinn::VarInt::from_u32(2))
+        .max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
+    config.transport_config(Arc::new(transport));
+    Ok(config)
+}
+
+// ---------------------------------------------------------------- one connection
+
+/// Reads frames from the gateway's half of the stream.
+struct FrameReader {
+    recv: quinn::RecvStream,
+    buf: Vec<u8>,
+}
+
+/// Why reading a frame failed. The message's text is never logged: it may hold a secret.
+#[derive(Debug)]
+enum ReadFailure {
+    Closed,
+    Malformed,
+}
+
+impl FrameReader {
+    async fn next(&mut self) -> Result<GatewayMessage, ReadFailure> {
+        loop {
+            match proto::decode::<GatewayMessage>(&self.buf) {
+                Ok(Some((msg, used))) => {
+                    self.buf.drain(..used);
+                    return Ok(msg);
+                }
+                Ok(None) => {}
+                Err(_) => return Err(ReadFailure::Malformed),
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            match self.recv.read(&mut chunk).await {
+                Ok(Some(n)) => self.buf.extend_from_slice(&chunk[..n]),
+                Ok(None) | Err(_) => return Err(ReadFailure::Closed),
+            }
+        }
+    }
+}
+
+/// Writes frames to the gateway.
+struct FrameWriter {
+    send: quinn::SendStream,
+    buf: Vec<u8>,
+}
+
+impl FrameWriter {
+    async fn write(&mut self, msg: &ControllerMessage) -> anyhow::Result<()> {
+        self.buf.clear();
+        proto::encode(msg, &mut self.buf);
+        tokio::time::timeout(WRITE_TIMEOUT, self.send.write_all(&self.buf))
+            .await
+            .context("the gateway does not read")?
+            .context("writing to the gateway")?;
+        Ok(())
+    }
+
+    /// Sends `Refused` and finishes the stream, waiting (bounded) until it was received.
+    async fn refuse(&mut self, reason: &str) {
+        let msg = ControllerMessage::Refused {
+            reason: reason.to_owned(),
+        };
+        if self.write(&msg).await.is_ok() && self.send.finish().is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), self.send.stopped()).await;
+        }
+    }
+}
+
+async fn serve_gateway(service: Service, conn: quinn::Connection) {
+    let remote = conn.remote_address();
+    let Ok(Ok((send, recv))) = tokio::time::timeout(HANDSHAKE_TIMEOUT, conn.accept_bi()).await
+    else {
+        tracing::debug!(%remote, "a gateway connected but opened no stream");
+        conn.close(quinn::VarInt::from_u32(1), b"no stream");
+        return;
+    };
+    let mut reader = FrameReader {
+        recv,
+        buf: Vec::new(),
+    };
+    let mut writer = FrameWriter {
+        send,
+        buf: Vec::new(),
+    };
+    let gateway = match handshake(&service, &mut reader, &mut writer, remote).await {
+        Ok(g) => g,
+        Err(reason) => {
+            tracing::debug!(%remote, %reason, "gateway refused");
+            writer.refuse(&reason).await;
+            conn.close(quinn::VarInt::from_u32(2), b"refused");
+            return;
+        }
+    };
+    let id = gateway.id;
+    let span = tracing::info_span!("gateway", gateway = %id);
+    let (conn_id, commands) = service.gateways.register(id);
+    let events = service.subscribe();
+    // Registered first, checked second: a gateway disabled or deleted in between is either
+    // seen here or closed through the registry.
+    match service.gateway_online(&gateway, remote).await {
+        Ok(true) => {}
+        Ok(false) => {
+            service.gateways.unregister(id, conn_id);
+            writer.refuse("the gateway is disabled or deleted").await;
+            conn.close(quinn::VarInt::from_u32(2), b"refused");
+            return;
+        }
+        Err(e) => tracing::error!(gateway = %id, error = %e, "recording a gateway online"),
+    }
+    tracing::info!(gateway = %id, %remote, "gateway online");
+    let (messages_tx, messages) = mpsc::channel(64);
+    let read_task = tokio::spawn(async move {
+        loop {
+            let msg = reader.next().await;
+            let end = msg.is_err();
+            if messages_tx.send(msg).await.is_err() || end {
+                break;
+            }
+        }
+    });
+    let mut link = Link {
+        gateway: id,
+        writer,
+        seq: 0,
+        pending: BTreeMap::new(),
+        revoked: HashMap::new(),
+    };
+    let why =
+        tracing::Instrument::instrument(link.run(&service, events, commands, messages), span).await;
+    read_task.abort();
+    let current = service.gateways.unregister(id, conn_id);
+    conn.close(quinn::VarInt::from_u32(0), b"closed");
+    tracing::info!(gateway = %id, reason = %why, "gateway offline");
+    if current && let Err(e) = service.gateway_offline(id, &why).await {
+        tracing::error!(gateway = %id, error = %e, "recording a gateway offline");
+    }
+}
+
+/// Reads `Enroll` and/or `Hello` and returns the authenticated gateway, or the reason to
+/// refuse it.
+async fn handshake(
+    service: &Service,
+    reader: &mut FrameReader,
+    writer: &mut FrameWriter,
+    remote: SocketAddr,
+) -> Result<Gateway, String> {
+    let mut msg = next_in_time(reader).await?;
+    if let GatewayMessage::Enroll { token, name } = msg {
+        let issued = service
+            .enroll_gateway(&token, &name)
+            .await
+            .map_err(refusal)?;
+        tracing::info!(gateway = %issued.record.id, site = %issued.record.site_id, %remote, "gateway enrolled");
+        writer
+            .write(&ControllerMessage::Enrolled {
+                gateway_id: issued.record.id,
+                credential: issued.secret,
+            })
+            .await
+            .map_err(|_| "the connection broke during enrollment".to_owned())?;
+        msg = next_in_time(reader).await?;
+    }
+    let GatewayMessage::Hello {
+        credential,
+        public_key,
+        endpoint,
+    } = msg
+    else {
+        return Err("the first message must be enroll or hello".into());
+    };
+    let mut gateway = service
+        .authenticate_gateway(&credential)
+        .await
+        .map_err(refusal)?;
+    let public_key = check_wireguard_key("public_key", &public_key).map_err(refusal)?;
+    let endpoint = check_endpoint(&endpoint)?;
+    gateway.public_key = Some(public_key);
+    gateway.endpoint = Some(endpoint);
+    Ok(gateway)
+}
+
+async fn next_in_time(reader: &mut FrameReader) -> Result<GatewayMessage, String> {
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next()).await {
+        Ok(Ok(msg)) => Ok(msg),
+        Ok(Err(ReadFailure::Malformed)) => Err("malformed message".into()),
+        Ok(Err(ReadFailure::Closed)) => Err("the gateway closed the stream".into()),
+        Err(_) => Err("the gateway sent nothing in time".into()),
+    }
+}
+
+fn refusal(e: ServiceError) -> String {
+    match e {
+        ServiceError::Store(e) => {
+            tracing::error!(error = %e, "store failure during a gateway handshake");
+            "internal error; see the controller's log".into()
+        }
+        e => e.to_string(),
+    }
+}
+
+/// Checks a `host:port` endpoint.
+fn check_endpoint(endpoint: &str) -> Result<String, String> {
+    let endpoint = endpoint.trim();
+    let ok = endpoint.parse::<SocketAddr>().is_ok()
+        || endpoint.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty()
+                && !host.contains(':')
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+                && port.parse::<u16>().is_ok_and(|p| p != 0)
+        });
+    if ok {
+        Ok(endpoint.to_owned())
+    } else {
+        Err(format!(
+            "endpoint `{endpoint}` is not host:port (e.g. gw1.example.com:51820)"
+        ))
+    }
+}
+
+/// The controller's side of one gateway's stream after `Hello`.
+struct Link {
+    gateway: GatewayId,
+    writer: FrameWriter,
+    seq: u64,
+    /// Waiters for acknowledgements, by the sequence number that resolves them.
+    pending: BTreeMap<u64, Vec<oneshot::Sender<()>>>,
+    /// Grants of this gateway revoked recently.
+    revoked: HashMap<GrantId, Instant>,
+}
+
+impl Link {
+    /// Serves the gateway until it goes away or is closed; returns why it ended.
+    async fn run(
+        &mut self,
+        service: &Service,
+        mut events: broadcast::Receiver<ControlEvent>,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut messages: mpsc::Receiver<Result<GatewayMessage, ReadFailure>>,
+    ) -> String {
+        if let Err(e) = self.full_sync(service).await {
+            return format!("{e:#}");
+        }
+        loop {
+            let step = tokio::select! {
+                // Revocations first: they must never wait behind anything.
+                biased;
+                event = events.recv() => match event {
+                    Ok(ControlEvent::GrantRevoked(g)) if g.gateway_id == self.gateway => {
+                        self.revoke(g.id).await
+                    }
+                    Ok(ControlEvent::GrantRevoked(_)) => Ok(()),
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::warn!(missed, "control events lagged; sending a full sync");
+                        self.full_sync(service).await
+                    }
+                    Err(broadcast::error::RecvError::Closed) => {
+                        return "the controller is shutting down".into();
+                    }
+                },
+                command = commands.recv() => match command {
+                    Some(Command::Add { grant, ack }) => self.add(grant, ack).await,
+                    Some(Command::Close { reason }) => {
+                        self.writer.refuse(&reason).await;
+                        return reason;
+                    }
+                    None => return "closed".into(),
+                },
+                message = messages.recv() => match message {
+                    Some(Ok(GatewayMessage::Ack { seq })) => {
+                        self.ack(seq);
+                        Ok(())
+                    }
+                    Some(Ok(_)) => {
+                        self.writer.refuse("only ack is expected after hello").await;
+                        return "protocol violation".into();
+                    }
+                    Some(Err(ReadFailure::Malformed)) => {
+                        self.writer.refuse("malformed message").await;
+                        return "malformed message".into();
+                    }
+                    Some(Err(ReadFailure::Closed)) | None => {
+                        return "the gateway closed the connection".into();
+                    }
+                },
+            };
+            if let Err(e) = step {
+                return format!("{e:#}");
+            }
+        }
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    async fn full_sync(&mut self, service: &Service) -> anyhow::Result<()> {
+        let grants = service
+            .gateway_grants(self.gateway)
+            .await
+            .context("reading the gateway's grants")?;
+        let seq = self.next_seq();
+        let count = grants.len();
+        self.writer
+            .write(&ControllerMessage::FullSync { seq, grants })
+            .await?;
+        tracing::debug!(seq, grants = count, "full sync sent");
+        Ok(())
+    }
+
+    async fn add(&mut self, grant: GrantSpec, ack: oneshot::Sender<()>) -> anyhow::Result<()> {
+        if self.revoked.contains_key(&grant.id) {
+            // Revoked before it could be pushed: dropping `ack` fails the request.
+            return Ok(());
+        }
+        let seq = self.next_seq();
+        let id = grant.id;
+        self.writer
+            .write(&ControllerMessage::GrantAdded { seq, grant })
+            .await?;
+        self.pending.entry(seq).or_default().push(ack);
+        tracing::debug!(seq, grant = %id, "grant pushed");
+        Ok(())
+    }
+
+    async fn revoke(&mut self, id: GrantId) -> anyhow::Result<()> {
+        let now = Instant::now();
+        self.revoked
+            .retain(|_, at| now.duration_since(*at) < REVOKED_MEMORY);
+        self.revoked.insert(id, now);
+        let seq = self.next_seq();
+        self.writer
+            .write(&ControllerMessage::GrantRevoked { seq, id })
+            .await?;
+        tracing::debug!(seq, grant = %id, "revocation pushed");
+        Ok(())
+    }
+
+    fn ack(&mut self, seq: u64) {
+        let later = self.pending.split_off(&(seq.saturating_add(1)));
+        for waiter in std::mem::replace(&mut self.pending, later)
+            .into_values()
+            .flatten()
+        {
+            let _ = waiter.send(());
+        }
+    }
+}
+
+// ---------------------------------------------------------------- services for the link
+
+impl Service {
+    /// Records that a gateway's control connection is up: its key, endpoint and the time.
+    /// False when the gateway is disabled or deleted by now.
+    pub(crate) async fn gateway_online(
+        &self,
+        g: &Gateway,
+        remote: SocketAddr,
+    ) -> Result<bool, ServiceError> {
+        let mut tx = self.store.begin().await?;
+        if store::get_gateway(&mut tx, g.id)
+            .await?
+            .is_none_or(|current| current.disabled)
+        {
+            return Ok(false);
+        }
+        store::gateway_seen(
+            &mut tx,
+            g.id,
+            g.public_key.as_deref(),
+            g.endpoint.as_deref(),
+            now(),
+        )
+        .await?;
+        self.audit(
+            &mut tx,
+            &gateway_actor(g.id, &g.name),
+            "gateway.online",
+            subject("gateway", g.id),
+            serde_json::json!({
+                "site": g.site_id, "public_key": g.public_key, "endpoint": g.endpoint,
+                "remote": remote.to_string(),
+            }),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Records that a gateway's control connection ended.
+    pub(crate) async fn gateway_offline(
+        &self,
+        id: GatewayId,
+        reason: &str,
+    ) -> Result<(), ServiceError> {
+        let mut tx = self.store.begin().await?;
+        let name = store::get_gateway(&mut tx, id)
+            .await?
+            .map_or_else(|| id.to_string(), |g| g.name);
+        store::gateway_seen(&mut tx, id, None, None, now()).await?;
+        self.audit(
+            &mut tx,
+            &gateway_actor(id, &name),
+            "gateway.offline",
+            subject("gateway", id),
+            serde_json::json!({ "reason": reason }),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Every live grant of a gateway as the gateway needs it.
+    pub(crate) async fn gateway_grants(
+        &self,
+        id: GatewayId,
+    ) -> Result<Vec<GrantSpec>, ServiceError> {
+        let mut c = self.store.conn().await?;
+        let grants = store::live_grants_with_keys(&mut c, id, now()).await?;
+        let mut resources = HashMap::new();
+        let mut specs = Vec::with_capacity(grants.len());
+        for (g, preshared_key) in grants {
+            let r = match resources.entry(g.resource_id) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(store::get_resource(&mut c, g.resource_id).await?)
+                }
+            };
+            // A grant outlives a deleted resource only until its revocation commits.
+            let Some(r) = r else {
+                continue;
+            };
+            specs.push(GrantSpec {
+                id: g.id,
+                public_key: g.public_key,
+                preshared_key,
+                tunnel_address: g.tunnel_address,
+                addresses: r.addresses.clone(),
+                ports: r.ports.clone(),
+                expires_at: g.expires_at,
+            });
+        }
+        Ok(specs)
+    }
+}
+
+fn gateway_actor(id: GatewayId, name: &str) -> Actor {
+    Actor {
+        id: subject("gateway", id),
+        name: name.to_owned(),
+        role: Role::User,
+    }
+}
+
+#[cfg(test)]
+mod tests;
