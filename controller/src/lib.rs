@@ -7,10 +7,12 @@
 mod access;
 mod api;
 mod control;
+mod local;
 mod secrets;
 mod service;
 mod store;
 mod tls;
+mod totp;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,12 +22,14 @@ use anyhow::Context;
 pub use access::{AccessGrant, AccessOutcome, AccessRequest};
 pub use api::{AppState, router};
 pub use control::{CONTROL_ALPN, ControlEndpoint};
+pub use local::*;
 pub use service::*;
 pub use store::{
     ApiToken, AuditEvent, AuditFilter, Backend, EnrollmentKey, GatewayToken, GrantFilter, Store,
-    StoreError,
+    StoreError, WebSession,
 };
 pub use tls::{TlsIdentity, fingerprint_of_der};
+pub use totp::code_at as totp_code_at;
 
 /// How to run the controller's server.
 #[derive(Debug, Clone)]

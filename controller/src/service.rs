@@ -77,6 +77,9 @@ pub enum ServiceError {
     /// The credential is missing, unknown, used or expired.
     #[error("{0}")]
     Unauthorized(&'static str),
+    /// Too many failed sign-ins: the account is locked for a while.
+    #[error("{0}")]
+    Locked(String),
     /// A needed part of the system is not available now (no gateway online, no
     /// acknowledgement); trying again later may succeed.
     #[error("{0}")]
@@ -515,6 +518,9 @@ pub struct Service {
     pub(crate) gateways: Arc<Registry>,
     pub(crate) tunnel_network: ipnet::IpNet,
     pub(crate) ack_timeout: Duration,
+    /// Failed sign-ins for e-mail addresses without a local account, so that they lock
+    /// like real accounts do and lockout tells nothing about which accounts exist.
+    pub(crate) unknown_sign_ins: Arc<crate::local::UnknownSignIns>,
 }
 
 impl Service {
@@ -530,6 +536,7 @@ impl Service {
             store,
             events,
             gateways: Arc::new(Registry::default()),
+            unknown_sign_ins: Arc::default(),
             tunnel_network: crate::access::default_tunnel_network(),
             ack_timeout: DEFAULT_ACK_TIMEOUT,
         }
@@ -1376,6 +1383,10 @@ impl Service {
             serde_json::to_value(&u).unwrap_or_default(),
         )
         .await?;
+        if disabling {
+            self.end_sessions_in(&mut tx, actor, id, "user disabled")
+                .await?;
+        }
         let revoked = if disabling {
             self.revoke_in(
                 &mut tx,

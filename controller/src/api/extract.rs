@@ -48,6 +48,41 @@ impl FromRequestParts<AppState> for Auth {
     }
 }
 
+/// The caller's web session, from the `__Host-postern_session` cookie.
+pub(crate) struct Session(pub(crate) crate::local::SignedIn);
+
+/// The value of the session cookie among a request's cookies.
+pub(crate) fn session_cookie(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == crate::local::SESSION_COOKIE)
+        .map(|(_, value)| value.trim())
+        .filter(|v| !v.is_empty())
+}
+
+impl FromRequestParts<AppState> for Session {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = session_cookie(&parts.headers).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                None,
+                "not signed in: sign in at /api/v1/auth/login",
+            )
+        })?;
+        Ok(Session(state.service.web_session(token).await?))
+    }
+}
+
 /// A JSON body. Syntax errors are 400; a well-formed body with a wrong field is 422 and
 /// names the field.
 pub(crate) struct Body<T>(pub(crate) T);

@@ -14,9 +14,10 @@ use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::extract::{Body, BodyOrDefault, Id, Query};
+use super::extract::{Body, BodyOrDefault, Id, Query, Session};
 use super::{ApiError, AppState, Auth, ErrorBody};
 use crate::access::{AccessGrant, AccessOutcome, AccessRequest};
+use crate::local::*;
 use crate::service::*;
 use crate::store::{ApiToken, AuditEvent, AuditFilter, EnrollmentKey, GatewayToken, GrantFilter};
 
@@ -44,6 +45,15 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(get_resource, update_resource, delete_resource))
         .routes(routes!(list_users, create_user))
         .routes(routes!(get_user, update_user, delete_user))
+        .routes(routes!(set_password))
+        .routes(routes!(reset_totp))
+        .routes(routes!(login))
+        .routes(routes!(logout))
+        .routes(routes!(me))
+        .routes(routes!(change_password))
+        .routes(routes!(start_totp))
+        .routes(routes!(confirm_totp))
+        .routes(routes!(new_recovery_codes))
         .routes(routes!(list_groups, create_group))
         .routes(routes!(get_group, update_group, delete_group))
         .routes(routes!(list_members, add_member))
@@ -276,6 +286,134 @@ async fn delete_resource(
 ) -> Result<Response, ApiError> {
     s.service.delete_resource(&a, id).await?;
     Ok(no_content())
+}
+
+// ---------------------------------------------------------------- local accounts and web sessions
+
+fn session_cookie_header(token: &str) -> String {
+    format!(
+        "{SESSION_COOKIE}={token}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={}",
+        SESSION_LIFETIME.as_secs()
+    )
+}
+
+fn cleared_session_cookie() -> String {
+    format!("{SESSION_COOKIE}=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0")
+}
+
+fn with_cookie(mut res: Response, cookie: String) -> Response {
+    if let Ok(v) = axum::http::HeaderValue::from_str(&cookie) {
+        res.headers_mut().append(axum::http::header::SET_COOKIE, v);
+    }
+    no_store(res)
+}
+
+/// Marks a response that carries a secret as not to be cached.
+fn no_store(mut res: Response) -> Response {
+    res.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    res
+}
+
+/// Sets or resets a user's local password (admins only); their web sessions end.
+#[utoipa::path(put, path = "/users/{id}/password", tag = "users", params(("id" = String, Path)), request_body = PasswordInput,
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn set_password(
+    State(s): State<AppState>,
+    Auth(a): Auth,
+    Id(id): Id<UserId>,
+    Body(input): Body<PasswordInput>,
+) -> Result<Response, ApiError> {
+    s.service.set_password(&a, id, input).await?;
+    Ok(no_content())
+}
+
+/// Removes a user's TOTP and recovery codes (admins only), e.g. after a lost phone.
+#[utoipa::path(delete, path = "/users/{id}/totp", tag = "users", params(("id" = String, Path)),
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn reset_totp(
+    State(s): State<AppState>,
+    Auth(a): Auth,
+    Id(id): Id<UserId>,
+) -> Result<Response, ApiError> {
+    s.service.reset_totp(&a, id).await?;
+    Ok(no_content())
+}
+
+/// Signs in with a local account (password, and a TOTP or recovery code when TOTP is set up);
+/// sets the `__Host-postern_session` cookie.
+#[utoipa::path(post, path = "/auth/login", tag = "auth", security(()), request_body = LoginInput,
+    responses((status = 200, body = Me), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
+async fn login(
+    State(s): State<AppState>,
+    Body(input): Body<LoginInput>,
+) -> Result<Response, ApiError> {
+    let session = s.service.login(input).await?;
+    Ok(with_cookie(
+        Json(session.me).into_response(),
+        session_cookie_header(&session.token),
+    ))
+}
+
+/// Signs out: ends the web session and clears its cookie.
+#[utoipa::path(post, path = "/auth/logout", tag = "auth", security(("session" = [])),
+    responses((status = 204), (status = 401, body = ErrorBody)))]
+async fn logout(State(s): State<AppState>, Session(me): Session) -> Result<Response, ApiError> {
+    s.service.logout(&me).await?;
+    Ok(with_cookie(no_content(), cleared_session_cookie()))
+}
+
+/// The signed-in user and their session.
+#[utoipa::path(get, path = "/auth/me", tag = "auth", security(("session" = [])),
+    responses((status = 200, body = Me), (status = 401, body = ErrorBody)))]
+async fn me(State(s): State<AppState>, Session(me): Session) -> Res<Me> {
+    Ok(Json(s.service.me(&me).await?))
+}
+
+/// Changes the signed-in user's own password; their other web sessions end.
+#[utoipa::path(put, path = "/auth/password", tag = "auth", security(("session" = [])), request_body = PasswordChange,
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn change_password(
+    State(s): State<AppState>,
+    Session(me): Session,
+    Body(input): Body<PasswordChange>,
+) -> Result<Response, ApiError> {
+    s.service.change_password(&me, input).await?;
+    Ok(no_content())
+}
+
+/// Starts TOTP enrollment: a new secret, its otpauth URI and a QR code, shown once.
+#[utoipa::path(post, path = "/auth/totp", tag = "auth", security(("session" = [])),
+    responses((status = 201, body = TotpEnrollment), (status = 401, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn start_totp(State(s): State<AppState>, Session(me): Session) -> Result<Response, ApiError> {
+    let enrollment = s.service.start_totp(&me).await?;
+    Ok(no_store(created(enrollment)))
+}
+
+/// Confirms TOTP enrollment with a current code; answers with recovery codes, shown once.
+#[utoipa::path(post, path = "/auth/totp/confirm", tag = "auth", security(("session" = [])), request_body = TotpCode,
+    responses((status = 200, body = RecoveryCodes), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn confirm_totp(
+    State(s): State<AppState>,
+    Session(me): Session,
+    Body(input): Body<TotpCode>,
+) -> Result<Response, ApiError> {
+    let codes = s.service.confirm_totp_at(&me, input, now()).await?;
+    Ok(no_store(Json(codes).into_response()))
+}
+
+/// Replaces the recovery codes, proven with a current TOTP code; the new ones are shown once.
+#[utoipa::path(post, path = "/auth/recovery-codes", tag = "auth", security(("session" = [])), request_body = TotpCode,
+    responses((status = 200, body = RecoveryCodes), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn new_recovery_codes(
+    State(s): State<AppState>,
+    Session(me): Session,
+    Body(input): Body<TotpCode>,
+) -> Result<Response, ApiError> {
+    let codes = s.service.new_recovery_codes_at(&me, input, now()).await?;
+    Ok(no_store(Json(codes).into_response()))
 }
 
 // ---------------------------------------------------------------- users and groups

@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::OpenApi;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::service::{Service, ServiceError};
@@ -34,7 +34,7 @@ pub(crate) struct ErrorBody {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct ErrorDetail {
     /// A stable code: `invalid`, `malformed`, `unauthorized`, `forbidden`, `not_found`,
-    /// `conflict`, `unavailable`, `internal`.
+    /// `conflict`, `locked`, `unavailable`, `internal`.
     pub(crate) code: &'static str,
     /// The request field at fault, when one is.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -93,6 +93,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Unauthorized(m) => {
                 Self::new(StatusCode::UNAUTHORIZED, "unauthorized", None, m)
             }
+            ServiceError::Locked(m) => Self::new(StatusCode::TOO_MANY_REQUESTS, "locked", None, m),
             ServiceError::Unavailable(m) => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", None, m)
             }
@@ -138,6 +139,12 @@ impl utoipa::Modify for BearerAuth {
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(
+                crate::local::SESSION_COOKIE,
+            ))),
         );
     }
 }

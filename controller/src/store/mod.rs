@@ -2,6 +2,7 @@
 //! `Any` driver. SQL here is portable: `$N` placeholders, TEXT ids, BIGINT milliseconds,
 //! BIGINT flags, JSON in TEXT.
 
+mod local;
 mod rows;
 
 use std::path::Path;
@@ -11,6 +12,8 @@ use jiff::Timestamp;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyConnection, AnyPool, ConnectOptions};
 
+pub use local::WebSession;
+pub(crate) use local::*;
 pub(crate) use rows::*;
 pub use rows::{ApiToken, AuditEvent, AuditFilter, EnrollmentKey, GatewayToken, GrantFilter};
 

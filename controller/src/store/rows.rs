@@ -530,6 +530,17 @@ pub(crate) async fn get_user(c: &mut Conn, u: UserId) -> Result<Option<User>, St
         .transpose()
 }
 
+pub(crate) async fn user_by_email(c: &mut Conn, email: &str) -> Result<Option<User>, StoreError> {
+    sqlx::query_as::<_, UserRow>(&format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE email = $1"
+    ))
+    .bind(email)
+    .fetch_optional(c)
+    .await?
+    .map(UserRow::into_model)
+    .transpose()
+}
+
 pub(crate) async fn count_admins(c: &mut Conn) -> Result<i64, StoreError> {
     Ok(
         sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE role = 'admin' AND disabled = 0")
