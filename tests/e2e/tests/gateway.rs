@@ -278,6 +278,7 @@ fn gateway_enforces_grants_end_to_end() {
         .expect("the open connection echoes");
     assert!(first.elapsed() < Duration::from_secs(5));
     let grant_id = client.grant["grant_id"].as_str().unwrap();
+    let revoke_started = Instant::now();
     ctl.api
         .ok("DELETE", &format!("/api/v1/grants/{grant_id}"), None)
         .unwrap();
@@ -286,6 +287,11 @@ fn gateway_enforces_grants_end_to_end() {
     let _ = stop_tx.send(());
     let last = rx.try_iter().last().unwrap_or(first);
     let cut = last.saturating_duration_since(revoked_at);
+    eprintln!(
+        "revocation: API call took {:?}; last echo on the open connection {:?} after the call started",
+        revoked_at - revoke_started,
+        last.saturating_duration_since(revoke_started)
+    );
     assert!(
         cut < Duration::from_secs(1),
         "the open connection stopped {cut:?} after revocation"
