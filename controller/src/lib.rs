@@ -8,6 +8,7 @@ mod access;
 mod api;
 mod control;
 mod local;
+mod oidc;
 mod secrets;
 mod service;
 mod store;
@@ -23,10 +24,13 @@ pub use access::{AccessGrant, AccessOutcome, AccessRequest};
 pub use api::{AppState, router};
 pub use control::{CONTROL_ALPN, ControlEndpoint};
 pub use local::*;
+pub use oidc::{
+    IdentityProviderInput, OIDC_BROWSER_COOKIE, OIDC_LOGIN_TTL, OidcCallback, OidcStart,
+};
 pub use service::*;
 pub use store::{
-    ApiToken, AuditEvent, AuditFilter, Backend, EnrollmentKey, GatewayToken, GrantFilter, Store,
-    StoreError, WebSession,
+    ApiToken, AuditEvent, AuditFilter, Backend, EnrollmentKey, GatewayToken, GrantFilter,
+    IdentityProvider, Store, StoreError, WebSession,
 };
 pub use tls::{TlsIdentity, fingerprint_of_der};
 pub use totp::code_at as totp_code_at;
@@ -51,6 +55,9 @@ pub struct ServeConfig {
     pub insecure_http: bool,
     /// The network devices' tunnel addresses come from (default `100.64.0.0/10`).
     pub tunnel_network: ipnet::IpNet,
+    /// The URL browsers reach the controller at (OIDC redirect URIs); by default made from
+    /// the listening address.
+    pub public_url: Option<String>,
 }
 
 impl ServeConfig {
@@ -66,6 +73,7 @@ impl ServeConfig {
             tls_names: Vec::new(),
             insecure_http: false,
             tunnel_network: access::default_tunnel_network(),
+            public_url: None,
         }
     }
 }
@@ -109,9 +117,18 @@ pub async fn serve(
     let _ = rustls::crypto::ring::default_provider().install_default();
     create_private_dir(&config.data_dir)?;
     let store = open_store(&config.data_dir, config.database_url.as_deref()).await?;
+    let public_url = config.public_url.clone().unwrap_or_else(|| {
+        let scheme = if config.insecure_http {
+            "http"
+        } else {
+            "https"
+        };
+        format!("{scheme}://{}", config.listen)
+    });
     let service = Service::new(store.clone())
         .with_tunnel_network(config.tunnel_network)
-        .context("--tunnel-network")?;
+        .context("--tunnel-network")?
+        .with_public_url(public_url);
     let setup_code = service
         .prepare_setup()
         .await

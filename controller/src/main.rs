@@ -54,6 +54,10 @@ enum Command {
         /// The network devices' tunnel addresses come from.
         #[arg(long, env = "POSTERN_TUNNEL_NETWORK", default_value = controller::DEFAULT_TUNNEL_NETWORK)]
         tunnel_network: ipnet::IpNet,
+        /// The URL browsers reach the controller at, for OIDC redirect URIs
+        /// (`{url}/auth/oidc/{provider}/callback`); by default made from --listen.
+        #[arg(long, env = "POSTERN_PUBLIC_URL")]
+        public_url: Option<String>,
     },
     /// Administrative commands run on the controller's host.
     Admin {
@@ -99,6 +103,7 @@ async fn main() -> anyhow::Result<()> {
             tls_names,
             insecure_http,
             tunnel_network,
+            public_url,
         } => {
             let config = ServeConfig {
                 listen,
@@ -109,6 +114,7 @@ async fn main() -> anyhow::Result<()> {
                 tls_names,
                 insecure_http,
                 tunnel_network,
+                public_url,
             };
             controller::serve(config, shutdown_signal()).await
         }

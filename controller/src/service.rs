@@ -521,6 +521,10 @@ pub struct Service {
     /// Failed sign-ins for e-mail addresses without a local account, so that they lock
     /// like real accounts do and lockout tells nothing about which accounts exist.
     pub(crate) unknown_sign_ins: Arc<crate::local::UnknownSignIns>,
+    /// The URL browsers reach the controller at (OIDC redirect URIs are made from it).
+    pub(crate) public_url: Option<Arc<str>>,
+    /// The HTTP client for OpenID providers (discovery, token endpoint).
+    pub(crate) oidc_http: reqwest::Client,
 }
 
 impl Service {
@@ -537,6 +541,8 @@ impl Service {
             events,
             gateways: Arc::new(Registry::default()),
             unknown_sign_ins: Arc::default(),
+            public_url: None,
+            oidc_http: crate::oidc::http_client(),
             tunnel_network: crate::access::default_tunnel_network(),
             ack_timeout: DEFAULT_ACK_TIMEOUT,
         }
@@ -548,6 +554,15 @@ impl Service {
         crate::access::check_tunnel_network(network).map_err(|m| invalid("tunnel_network", m))?;
         self.tunnel_network = network.trunc();
         Ok(self)
+    }
+
+    /// Sets the URL browsers reach the controller at, e.g. `https://postern.example.com`;
+    /// OIDC sign-in needs it for its redirect URI
+    /// (`{public_url}/auth/oidc/{provider}/callback`).
+    pub fn with_public_url(mut self, url: impl Into<String>) -> Self {
+        let url: String = url.into();
+        self.public_url = Some(Arc::from(url.trim_end_matches('/')));
+        self
     }
 
     /// Waits at most `timeout` for a gateway to acknowledge a new grant.

@@ -54,6 +54,8 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(start_totp))
         .routes(routes!(confirm_totp))
         .routes(routes!(new_recovery_codes))
+        .routes(routes!(list_identity_providers, create_identity_provider))
+        .routes(routes!(delete_identity_provider))
         .routes(routes!(list_groups, create_group))
         .routes(routes!(get_group, update_group, delete_group))
         .routes(routes!(list_members, add_member))
@@ -288,9 +290,46 @@ async fn delete_resource(
     Ok(no_content())
 }
 
+// ---------------------------------------------------------------- identity providers
+
+/// Lists the OpenID identity providers (client secrets are never shown).
+#[utoipa::path(get, path = "/identity-providers", tag = "identity-providers",
+    responses((status = 200, body = Vec<crate::store::IdentityProvider>)))]
+async fn list_identity_providers(
+    State(s): State<AppState>,
+    Auth(a): Auth,
+) -> Res<Vec<crate::store::IdentityProvider>> {
+    Ok(Json(s.service.list_identity_providers(&a).await?))
+}
+
+/// Adds an OpenID identity provider by its issuer (discovery URL), client id and secret.
+#[utoipa::path(post, path = "/identity-providers", tag = "identity-providers", request_body = crate::oidc::IdentityProviderInput,
+    responses((status = 201, body = crate::store::IdentityProvider), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn create_identity_provider(
+    State(s): State<AppState>,
+    Auth(a): Auth,
+    Body(input): Body<crate::oidc::IdentityProviderInput>,
+) -> Result<Response, ApiError> {
+    Ok(created(
+        s.service.create_identity_provider(&a, input).await?,
+    ))
+}
+
+/// Removes an identity provider; its users stay but can no longer sign in through it.
+#[utoipa::path(delete, path = "/identity-providers/{id}", tag = "identity-providers", params(("id" = String, Path)),
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn delete_identity_provider(
+    State(s): State<AppState>,
+    Auth(a): Auth,
+    Id(id): Id<uuid::Uuid>,
+) -> Result<Response, ApiError> {
+    s.service.delete_identity_provider(&a, id).await?;
+    Ok(no_content())
+}
+
 // ---------------------------------------------------------------- local accounts and web sessions
 
-fn session_cookie_header(token: &str) -> String {
+pub(super) fn session_cookie_header(token: &str) -> String {
     format!(
         "{SESSION_COOKIE}={token}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={}",
         SESSION_LIFETIME.as_secs()
@@ -301,7 +340,7 @@ fn cleared_session_cookie() -> String {
     format!("{SESSION_COOKIE}=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0")
 }
 
-fn with_cookie(mut res: Response, cookie: String) -> Response {
+pub(super) fn with_cookie(mut res: Response, cookie: String) -> Response {
     if let Ok(v) = axum::http::HeaderValue::from_str(&cookie) {
         res.headers_mut().append(axum::http::header::SET_COOKIE, v);
     }

@@ -3,6 +3,7 @@
 
 mod extract;
 mod handlers;
+mod oidc;
 
 use axum::Router;
 use axum::http::StatusCode;
@@ -156,6 +157,14 @@ pub fn router(state: AppState) -> Router {
         .split_for_parts();
     let doc = std::sync::Arc::new(doc);
     api.route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route(
+            "/auth/oidc/{provider}/start",
+            axum::routing::get(oidc::start),
+        )
+        .route(
+            "/auth/oidc/{provider}/callback",
+            axum::routing::get(oidc::callback),
+        )
         .route(
             "/api/v1/openapi.json",
             axum::routing::get(move || {

@@ -3,6 +3,7 @@
 //! BIGINT flags, JSON in TEXT.
 
 mod local;
+mod oidc;
 mod rows;
 
 use std::path::Path;
@@ -14,6 +15,8 @@ use sqlx::{AnyConnection, AnyPool, ConnectOptions};
 
 pub use local::WebSession;
 pub(crate) use local::*;
+pub use oidc::IdentityProvider;
+pub(crate) use oidc::*;
 pub(crate) use rows::*;
 pub use rows::{ApiToken, AuditEvent, AuditFilter, EnrollmentKey, GatewayToken, GrantFilter};
 
