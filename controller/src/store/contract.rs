@@ -837,11 +837,8 @@ async fn audit_filters_and_orders(s: &Store) {
     for e in &events {
         append_audit(&mut c, e).await.unwrap();
     }
-    let q = |f: AuditFilter| {
-        let f = AuditFilter { limit: 100, ..f };
-        async move { f }
-    };
-    let all = query_audit(&mut c, &q(AuditFilter::default()).await)
+    let q = |f: AuditFilter| AuditFilter { limit: 100, ..f };
+    let all = query_audit(&mut c, &q(AuditFilter::default()))
         .await
         .unwrap();
     assert_eq!(
@@ -857,8 +854,7 @@ async fn audit_filters_and_orders(s: &Store) {
         &q(AuditFilter {
             kind: Some("decision.".into()),
             ..Default::default()
-        })
-        .await,
+        }),
     )
     .await
     .unwrap();
@@ -869,8 +865,7 @@ async fn audit_filters_and_orders(s: &Store) {
             actor: Some("token:a".into()),
             subject: Some("resource:2".into()),
             ..Default::default()
-        })
-        .await,
+        }),
     )
     .await
     .unwrap();
@@ -881,8 +876,7 @@ async fn audit_filters_and_orders(s: &Store) {
             since: Some(now() + SignedDuration::from_mins(1)),
             until: Some(now() + SignedDuration::from_mins(3)),
             ..Default::default()
-        })
-        .await,
+        }),
     )
     .await
     .unwrap();

@@ -302,5 +302,4 @@ fn gateway_enforces_grants_end_to_end() {
         "new connections fail too"
     );
     assert_eq!(gw.metric(&t, "postern_gateway_peers").unwrap(), 0.0);
-    drop(client.key);
 }
