@@ -165,7 +165,6 @@ impl Service {
     /// audited; the preshared key is not.
     pub async fn request_access(&self, actor: &Actor, req: AccessRequest) -> Result<AccessOutcome> {
         Self::require_admin(actor)?;
-        let public_key = check_wireguard_key("public_key", &req.public_key)?;
         let decision_request = DecisionRequest {
             user_id: req.user_id,
             device_id: req.device_id,
@@ -174,6 +173,19 @@ impl Service {
             identity_provider: req.identity_provider,
             last_mfa_at: req.last_mfa_at,
         };
+        self.issue_access(actor, decision_request, &req.public_key)
+            .await
+    }
+
+    /// Decides and, when allowed, issues a grant: the one implementation behind the API's
+    /// access requests and the clients' own.
+    pub(crate) async fn issue_access(
+        &self,
+        actor: &Actor,
+        decision_request: DecisionRequest,
+        public_key: &str,
+    ) -> Result<AccessOutcome> {
+        let public_key = check_wireguard_key("public_key", public_key)?;
         let mut tx = self.store.begin().await?;
         if store::public_key_in_use(&mut tx, &public_key, crate::service::now()).await? {
             return Err(ServiceError::Conflict {
@@ -336,7 +348,7 @@ impl Service {
 
     /// The device's tunnel address: the one it already holds, or a free one of the tunnel
     /// network, leased until `expires_at` at least.
-    async fn allocate_tunnel_address(
+    pub(crate) async fn allocate_tunnel_address(
         &self,
         c: &mut Conn,
         device: DeviceId,

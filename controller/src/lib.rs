@@ -7,6 +7,7 @@
 mod access;
 mod api;
 mod control;
+mod device;
 mod local;
 mod oidc;
 mod secrets;
@@ -23,6 +24,7 @@ use anyhow::Context;
 pub use access::{AccessGrant, AccessOutcome, AccessRequest};
 pub use api::{AppState, router};
 pub use control::{CONTROL_ALPN, ControlEndpoint};
+pub use device::*;
 pub use local::*;
 pub use oidc::{
     IdentityProviderInput, OIDC_BROWSER_COOKIE, OIDC_LOGIN_TTL, OidcCallback, OidcStart,
@@ -58,6 +60,10 @@ pub struct ServeConfig {
     /// The URL browsers reach the controller at (OIDC redirect URIs); by default made from
     /// the listening address.
     pub public_url: Option<String>,
+    /// How long a device session lasts without renewal.
+    pub device_session_ttl: std::time::Duration,
+    /// How often clients send posture reports (zero: never).
+    pub posture_interval: std::time::Duration,
 }
 
 impl ServeConfig {
@@ -74,6 +80,8 @@ impl ServeConfig {
             insecure_http: false,
             tunnel_network: access::default_tunnel_network(),
             public_url: None,
+            device_session_ttl: device::DEFAULT_DEVICE_SESSION_TTL.unsigned_abs(),
+            posture_interval: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -128,7 +136,9 @@ pub async fn serve(
     let service = Service::new(store.clone())
         .with_tunnel_network(config.tunnel_network)
         .context("--tunnel-network")?
-        .with_public_url(public_url);
+        .with_public_url(public_url)
+        .with_device_session_ttl(config.device_session_ttl)
+        .with_posture_interval(config.posture_interval);
     let setup_code = service
         .prepare_setup()
         .await

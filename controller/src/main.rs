@@ -58,6 +58,13 @@ enum Command {
         /// (`{url}/auth/oidc/{provider}/callback`); by default made from --listen.
         #[arg(long, env = "POSTERN_PUBLIC_URL")]
         public_url: Option<String>,
+        /// How long a client's device session lasts without renewal, in seconds (clients
+        /// renew it while connected).
+        #[arg(long, env = "POSTERN_DEVICE_SESSION_TTL", default_value_t = 12 * 3600)]
+        device_session_ttl: u64,
+        /// How often clients send posture reports, in seconds (0: only with access requests).
+        #[arg(long, env = "POSTERN_POSTURE_INTERVAL", default_value_t = 60)]
+        posture_interval: u64,
     },
     /// Administrative commands run on the controller's host.
     Admin {
@@ -104,6 +111,8 @@ async fn main() -> anyhow::Result<()> {
             insecure_http,
             tunnel_network,
             public_url,
+            device_session_ttl,
+            posture_interval,
         } => {
             let config = ServeConfig {
                 listen,
@@ -115,6 +124,8 @@ async fn main() -> anyhow::Result<()> {
                 insecure_http,
                 tunnel_network,
                 public_url,
+                device_session_ttl: std::time::Duration::from_secs(device_session_ttl),
+                posture_interval: std::time::Duration::from_secs(posture_interval),
             };
             controller::serve(config, shutdown_signal()).await
         }

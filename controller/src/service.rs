@@ -84,6 +84,16 @@ pub enum ServiceError {
     /// acknowledgement); trying again later may succeed.
     #[error("{0}")]
     Unavailable(String),
+    /// A client sign-in is not (or no longer) ready: `code` is the device authorization
+    /// grant's error (`authorization_pending`, `slow_down`, `access_denied`,
+    /// `expired_token`).
+    #[error("{message}")]
+    DeviceFlow {
+        /// The error code.
+        code: &'static str,
+        /// What it means.
+        message: &'static str,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(StoreError),
@@ -143,6 +153,18 @@ fn on_duplicate(
 pub enum ControlEvent {
     /// A grant was revoked; its gateway must drop the peer.
     GrantRevoked(Grant),
+    /// Device sessions ended (sign-out, a disabled user or device): connected clients of
+    /// that device or user must be disconnected.
+    SessionsEnded {
+        /// Only this device's sessions, when set.
+        device: Option<DeviceId>,
+        /// Only this user's sessions, when set.
+        user: Option<UserId>,
+        /// Why, for people.
+        reason: String,
+    },
+    /// A device's posture report was accepted (its live grants were re-evaluated).
+    PostureChanged(DeviceId),
 }
 
 /// A policy decision with what it was made about.
@@ -518,6 +540,10 @@ pub struct Service {
     pub(crate) gateways: Arc<Registry>,
     pub(crate) tunnel_network: ipnet::IpNet,
     pub(crate) ack_timeout: Duration,
+    /// How long a device session lasts without renewal.
+    pub(crate) device_session_ttl: SignedDuration,
+    /// How often clients send posture reports (zero: never).
+    pub(crate) posture_interval: Duration,
     /// Failed sign-ins for e-mail addresses without a local account, so that they lock
     /// like real accounts do and lockout tells nothing about which accounts exist.
     pub(crate) unknown_sign_ins: Arc<crate::local::UnknownSignIns>,
@@ -545,7 +571,27 @@ impl Service {
             oidc_http: crate::oidc::http_client(),
             tunnel_network: crate::access::default_tunnel_network(),
             ack_timeout: DEFAULT_ACK_TIMEOUT,
+            device_session_ttl: crate::device::DEFAULT_DEVICE_SESSION_TTL,
+            posture_interval: Duration::from_secs(60),
         }
+    }
+
+    /// Sets how long a device session lasts without renewal.
+    pub fn with_device_session_ttl(mut self, ttl: Duration) -> Self {
+        self.device_session_ttl =
+            SignedDuration::try_from(ttl).unwrap_or(crate::device::DEFAULT_DEVICE_SESSION_TTL);
+        self
+    }
+
+    /// Sets how often clients send posture reports (zero: never).
+    pub fn with_posture_interval(mut self, interval: Duration) -> Self {
+        self.posture_interval = interval;
+        self
+    }
+
+    /// How often clients send posture reports.
+    pub fn posture_interval(&self) -> Duration {
+        self.posture_interval
     }
 
     /// Takes device tunnel addresses from `network` (an IPv4 network of at most /30 or an
@@ -1401,6 +1447,8 @@ impl Service {
         if disabling {
             self.end_sessions_in(&mut tx, actor, id, "user disabled")
                 .await?;
+            self.end_device_sessions_in(&mut tx, None, Some(id), "user disabled")
+                .await?;
         }
         let revoked = if disabling {
             self.revoke_in(
@@ -1418,6 +1466,9 @@ impl Service {
         };
         tx.commit().await?;
         self.announce(revoked);
+        if disabling {
+            self.announce_sessions_ended(None, Some(id), "user disabled");
+        }
         Ok(u)
     }
 
@@ -1455,6 +1506,7 @@ impl Service {
             .await?;
         tx.commit().await?;
         self.announce(revoked);
+        self.announce_sessions_ended(None, Some(id), "user deleted");
         Ok(())
     }
 
@@ -1672,7 +1724,7 @@ impl Service {
         Ok(device)
     }
 
-    async fn insert_device_in(
+    pub(crate) async fn insert_device_in(
         &self,
         c: &mut Conn,
         actor: &Actor,
@@ -1718,32 +1770,6 @@ impl Service {
         Ok(device)
     }
 
-    /// Enrolls a device with an enrollment key instead of a browser sign-in.
-    pub async fn enroll_with_key(
-        &self,
-        key: &str,
-        device_name: &str,
-        public_key: &str,
-    ) -> Result<Device> {
-        let now = now();
-        let mut tx = self.store.begin().await?;
-        let k = store::consume_enrollment_key(&mut tx, &secrets::hash(key), now)
-            .await?
-            .ok_or(ServiceError::Unauthorized(
-                "the enrollment key is unknown, used, revoked or expired",
-            ))?;
-        let actor = Actor {
-            id: subject("enrollment_key", k.id),
-            name: "enrollment key".into(),
-            role: Role::User,
-        };
-        let device = self
-            .insert_device_in(&mut tx, &actor, k.user_id, device_name, public_key)
-            .await?;
-        tx.commit().await?;
-        Ok(device)
-    }
-
     /// Renames, disables or enables a device. Disabling revokes its grants.
     pub async fn update_device(
         &self,
@@ -1773,6 +1799,8 @@ impl Service {
         )
         .await?;
         let revoked = if disabling {
+            self.end_device_sessions_in(&mut tx, Some(id), None, "device disabled")
+                .await?;
             self.revoke_in(
                 &mut tx,
                 actor,
@@ -1788,6 +1816,9 @@ impl Service {
         };
         tx.commit().await?;
         self.announce(revoked);
+        if disabling {
+            self.announce_sessions_ended(Some(id), None, "device disabled");
+        }
         Ok(d)
     }
 
@@ -1819,6 +1850,7 @@ impl Service {
             .await?;
         tx.commit().await?;
         self.announce(revoked);
+        self.announce_sessions_ended(Some(id), None, "device deleted");
         Ok(())
     }
 

@@ -56,7 +56,7 @@ pub enum ReasonCode {
     OsOutdated,
     /// The system disk is not encrypted.
     DiskEncryptionOff,
-    /// No firewall rule set is loaded.
+    /// No firewall rule set filters incoming traffic.
     FirewallOff,
     /// Secure boot is off.
     SecureBootOff,

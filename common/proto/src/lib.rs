@@ -6,6 +6,9 @@
 //! [`Envelope`]. A peer that speaks another major version is refused with
 //! [`DecodeError::UnsupportedVersion`] rather than misread.
 
+pub mod client;
+pub mod device;
+
 use std::net::IpAddr;
 
 use ipnet::IpNet;

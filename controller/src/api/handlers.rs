@@ -23,11 +23,11 @@ use crate::store::{ApiToken, AuditEvent, AuditFilter, EnrollmentKey, GatewayToke
 
 type Res<T> = Result<Json<T>, ApiError>;
 
-fn created<T: serde::Serialize>(v: T) -> Response {
+pub(super) fn created<T: serde::Serialize>(v: T) -> Response {
     (StatusCode::CREATED, Json(v)).into_response()
 }
 
-fn no_content() -> Response {
+pub(super) fn no_content() -> Response {
     StatusCode::NO_CONTENT.into_response()
 }
 
@@ -61,7 +61,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list_members, add_member))
         .routes(routes!(remove_member))
         .routes(routes!(list_devices))
-        .routes(routes!(enroll_device))
+        .merge(super::device::routes())
         .routes(routes!(get_device, update_device, delete_device))
         .routes(routes!(list_enrollment_keys, create_enrollment_key))
         .routes(routes!(revoke_enrollment_key))
@@ -594,20 +594,6 @@ async fn list_devices(
     Query(q): Query<UserQuery>,
 ) -> Res<Vec<Device>> {
     Ok(Json(s.service.list_devices(&a, q.user_id).await?))
-}
-
-/// Enrolls a device with an enrollment key (servers, CI, automation: no browser).
-#[utoipa::path(post, path = "/devices/enroll", tag = "devices", security(()), request_body = EnrollInput,
-    responses((status = 201, body = Device), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
-async fn enroll_device(
-    State(s): State<AppState>,
-    Body(input): Body<EnrollInput>,
-) -> Result<Response, ApiError> {
-    Ok(created(
-        s.service
-            .enroll_with_key(&input.enrollment_key, &input.name, &input.public_key)
-            .await?,
-    ))
 }
 
 /// One device.

@@ -1,6 +1,7 @@
 //! The REST API under `/api/v1`: JSON in and out, bearer tokens, an OpenAPI document
 //! generated from these handlers at `/api/v1/openapi.json`.
 
+mod device;
 mod extract;
 mod handlers;
 mod oidc;
@@ -97,6 +98,9 @@ impl From<ServiceError> for ApiError {
             ServiceError::Locked(m) => Self::new(StatusCode::TOO_MANY_REQUESTS, "locked", None, m),
             ServiceError::Unavailable(m) => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", None, m)
+            }
+            ServiceError::DeviceFlow { code, message } => {
+                Self::new(StatusCode::BAD_REQUEST, code, None, message)
             }
             ServiceError::Store(e) => {
                 tracing::error!(error = %e, "store failure");

@@ -1,4 +1,5 @@
-//! The QUIC control endpoint for gateways (ALPN `postern-control/1`). Does IO.
+//! The QUIC control endpoint for gateways (ALPN `postern-control/1`) and, in [`client`],
+//! for client daemons (ALPN `postern-client/1`). Does IO.
 //!
 //! A gateway opens one bidirectional stream and speaks [`proto`] frames on it:
 //!
@@ -13,6 +14,7 @@
 //! 3. When the controller's event stream lags, it sends a fresh `FullSync` instead of
 //!    dropping events. A disabled or deleted gateway gets `Refused{reason}` and is closed.
 
+mod client;
 mod registry;
 
 use std::collections::{BTreeMap, HashMap};
@@ -70,6 +72,9 @@ impl ControlEndpoint {
                 tokio::spawn(async move {
                     let remote = incoming.remote_address();
                     match incoming.await {
+                        Ok(conn) if alpn(&conn).as_deref() == Some(proto::client::CLIENT_ALPN) => {
+                            client::serve_client(service, conn).await;
+                        }
                         Ok(conn) => serve_gateway(service, conn).await,
                         Err(e) => tracing::debug!(%remote, error = %e, "gateway handshake failed"),
                     }
@@ -98,6 +103,14 @@ impl ControlEndpoint {
     }
 }
 
+/// The ALPN protocol a connection agreed on.
+fn alpn(conn: &quinn::Connection) -> Option<Vec<u8>> {
+    conn.handshake_data()?
+        .downcast::<quinn::crypto::rustls::HandshakeData>()
+        .ok()?
+        .protocol
+}
+
 fn server_config(identity: &TlsIdentity) -> anyhow::Result<quinn::ServerConfig> {
     let certs = CertificateDer::pem_file_iter(&identity.cert_path)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
@@ -111,7 +124,7 @@ fn server_config(identity: &TlsIdentity) -> anyhow::Result<quinn::ServerConfig> 
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .context("loading the TLS certificate for QUIC")?;
-    tls.alpn_protocols = vec![CONTROL_ALPN.to_vec()];
+    tls.alpn_protocols = vec![CONTROL_ALPN.to_vec(), proto::client::CLIENT_ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(Arc::new(tls))
         .context("configuring QUIC's TLS")?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
@@ -127,7 +140,7 @@ fn server_config(identity: &TlsIdentity) -> anyhow::Result<quinn::ServerConfig> 
 
 // ---------------------------------------------------------------- one connection
 
-/// Reads frames from the gateway's half of the stream.
+/// Reads frames from the peer's half of the stream.
 struct FrameReader {
     recv: quinn::RecvStream,
     buf: Vec<u8>,
@@ -141,9 +154,9 @@ enum ReadFailure {
 }
 
 impl FrameReader {
-    async fn next(&mut self) -> Result<GatewayMessage, ReadFailure> {
+    async fn next<M: serde::de::DeserializeOwned>(&mut self) -> Result<M, ReadFailure> {
         loop {
-            match proto::decode::<GatewayMessage>(&self.buf) {
+            match proto::decode::<M>(&self.buf) {
                 Ok(Some((msg, used))) => {
                     self.buf.drain(..used);
                     return Ok(msg);
@@ -160,21 +173,28 @@ impl FrameReader {
     }
 }
 
-/// Writes frames to the gateway.
+/// Writes frames to the peer.
 struct FrameWriter {
     send: quinn::SendStream,
     buf: Vec<u8>,
 }
 
 impl FrameWriter {
-    async fn write(&mut self, msg: &ControllerMessage) -> anyhow::Result<()> {
+    async fn write<M: serde::Serialize>(&mut self, msg: &M) -> anyhow::Result<()> {
         self.buf.clear();
         proto::encode(msg, &mut self.buf);
         tokio::time::timeout(WRITE_TIMEOUT, self.send.write_all(&self.buf))
             .await
-            .context("the gateway does not read")?
-            .context("writing to the gateway")?;
+            .context("the peer does not read")?
+            .context("writing to the peer")?;
         Ok(())
+    }
+
+    /// Finishes the stream, waiting (bounded) until the peer received everything.
+    async fn finish(&mut self) {
+        if self.send.finish().is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), self.send.stopped()).await;
+        }
     }
 
     /// Sends `Refused` and finishes the stream, waiting (bounded) until it was received.
@@ -182,8 +202,8 @@ impl FrameWriter {
         let msg = ControllerMessage::Refused {
             reason: reason.to_owned(),
         };
-        if self.write(&msg).await.is_ok() && self.send.finish().is_ok() {
-            let _ = tokio::time::timeout(Duration::from_secs(2), self.send.stopped()).await;
+        if self.write(&msg).await.is_ok() {
+            self.finish().await;
         }
     }
 }
@@ -233,7 +253,7 @@ async fn serve_gateway(service: Service, conn: quinn::Connection) {
     let (messages_tx, messages) = mpsc::channel(64);
     let read_task = tokio::spawn(async move {
         loop {
-            let msg = reader.next().await;
+            let msg = reader.next::<GatewayMessage>().await;
             let end = msg.is_err();
             if messages_tx.send(msg).await.is_err() || end {
                 break;
@@ -302,7 +322,7 @@ async fn handshake(
 }
 
 async fn next_in_time(reader: &mut FrameReader) -> Result<GatewayMessage, String> {
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next()).await {
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next::<GatewayMessage>()).await {
         Ok(Ok(msg)) => Ok(msg),
         Ok(Err(ReadFailure::Malformed)) => Err("malformed message".into()),
         Ok(Err(ReadFailure::Closed)) => Err("the gateway closed the stream".into()),
@@ -372,7 +392,7 @@ impl Link {
                     Ok(ControlEvent::GrantRevoked(g)) if g.gateway_id == self.gateway => {
                         self.revoke(g.id).await
                     }
-                    Ok(ControlEvent::GrantRevoked(_)) => Ok(()),
+                    Ok(_) => Ok(()),
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
                         tracing::warn!(missed, "control events lagged; sending a full sync");
                         self.full_sync(service).await

@@ -887,3 +887,6 @@ async fn tunnel_addresses_are_unique_per_device_and_run_out_clearly() {
     addresses.sort_by_key(|a| a.to_string());
     assert_eq!(addresses, vec![json!("10.99.0.1"), json!("10.99.0.2")]);
 }
+
+#[path = "client_tests.rs"]
+mod client;

@@ -2,6 +2,7 @@
 //! `Any` driver. SQL here is portable: `$N` placeholders, TEXT ids, BIGINT milliseconds,
 //! BIGINT flags, JSON in TEXT.
 
+mod device;
 mod local;
 mod oidc;
 mod rows;
@@ -13,6 +14,7 @@ use jiff::Timestamp;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyConnection, AnyPool, ConnectOptions};
 
+pub(crate) use device::*;
 pub use local::WebSession;
 pub(crate) use local::*;
 pub use oidc::IdentityProvider;

@@ -791,6 +791,34 @@ pub(crate) async fn get_device(c: &mut Conn, d: DeviceId) -> Result<Option<Devic
     .transpose()
 }
 
+pub(crate) async fn device_by_public_key(
+    c: &mut Conn,
+    public_key: &str,
+) -> Result<Option<Device>, StoreError> {
+    sqlx::query_as::<_, DeviceRow>(&format!(
+        "SELECT {DEVICE_COLUMNS} FROM devices WHERE public_key = $1"
+    ))
+    .bind(public_key)
+    .fetch_optional(c)
+    .await?
+    .map(DeviceRow::into_model)
+    .transpose()
+}
+
+/// Records that a device was seen now.
+pub(crate) async fn touch_device(
+    c: &mut Conn,
+    d: DeviceId,
+    at: Timestamp,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE devices SET last_seen_at = $2 WHERE id = $1")
+        .bind(d.to_string())
+        .bind(ms(at))
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
 pub(crate) async fn delete_device(c: &mut Conn, d: DeviceId) -> Result<bool, StoreError> {
     let done = sqlx::query("DELETE FROM devices WHERE id = $1")
         .bind(d.to_string())
