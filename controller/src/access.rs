@@ -33,10 +33,11 @@ pub struct AccessRequest {
     /// The per-application WireGuard public key made on the device for this grant (base64,
     /// 32 bytes).
     pub public_key: String,
-    /// How the user signed in (default `local`).
+    /// How the user signed in; by default the provider of their last sign-in (`local` if
+    /// they never signed in).
     #[serde(default)]
     pub identity_provider: Option<String>,
-    /// When the user last completed MFA.
+    /// When the user last completed MFA; by default the time their last sign-in recorded.
     #[serde(default)]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub last_mfa_at: Option<Timestamp>,
@@ -172,6 +173,10 @@ impl Service {
             source: req.source,
             identity_provider: req.identity_provider,
             last_mfa_at: req.last_mfa_at,
+        };
+        let decision_request = {
+            let mut c = self.store.conn().await?;
+            self.with_sign_in_facts(&mut c, decision_request).await?
         };
         self.issue_access(actor, decision_request, &req.public_key)
             .await

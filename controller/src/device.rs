@@ -340,7 +340,12 @@ impl Service {
                 return Err(invalid("user_code", "this sign-in was already answered"));
             }
         }
-        let (provider, _) = store::last_sign_in(&mut tx, signed_in.user.id).await?;
+        // The provider of the approving session itself; the user's last sign-in only for a
+        // session from before sessions recorded it.
+        let provider = match &signed_in.session.provider {
+            Some(p) => Some(p.clone()),
+            None => store::last_sign_in(&mut tx, signed_in.user.id).await?.0,
+        };
         a.user_id = Some(signed_in.user.id);
         a.decided_at = Some(now);
         a.approved = Some(approve);

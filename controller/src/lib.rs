@@ -6,7 +6,9 @@
 
 mod access;
 mod api;
+mod config;
 mod control;
+mod crypto;
 mod device;
 mod local;
 mod oidc;
@@ -23,15 +25,18 @@ use anyhow::Context;
 
 pub use access::{AccessGrant, AccessOutcome, AccessRequest};
 pub use api::{AppState, router};
+pub use config::{ConfigFile, ProviderConfig};
 pub use control::{CONTROL_ALPN, ControlEndpoint};
+pub use crypto::{SecretError, SecretKey};
 pub use device::*;
 pub use local::*;
 pub use oidc::{
-    IdentityProviderInput, OIDC_BROWSER_COOKIE, OIDC_LOGIN_TTL, OidcCallback, OidcStart,
+    IdentityConfigReport, IdentityLink, IdentityProviderInput, LinkIdentityInput,
+    OIDC_BROWSER_COOKIE, OIDC_LOGIN_TTL, OidcCallback, OidcStart,
 };
 pub use service::*;
 pub use store::{
-    ApiToken, AuditEvent, AuditFilter, Backend, EnrollmentKey, GatewayToken, GrantFilter,
+    ApiToken, AuditEvent, AuditFilter, Backend, EnrollmentKey, GatewayToken, GrantFilter, Identity,
     IdentityProvider, Store, StoreError, WebSession,
 };
 pub use tls::{TlsIdentity, fingerprint_of_der};
@@ -64,6 +69,11 @@ pub struct ServeConfig {
     pub device_session_ttl: std::time::Duration,
     /// How often clients send posture reports (zero: never).
     pub posture_interval: std::time::Duration,
+    /// The config file (TOML) with identity providers to create or update at start.
+    pub config_file: Option<PathBuf>,
+    /// The file holding the key secrets are sealed under at rest; by default
+    /// `<data_dir>/secret.key`, made on first start.
+    pub secret_key_file: Option<PathBuf>,
 }
 
 impl ServeConfig {
@@ -82,6 +92,8 @@ impl ServeConfig {
             public_url: None,
             device_session_ttl: device::DEFAULT_DEVICE_SESSION_TTL.unsigned_abs(),
             posture_interval: std::time::Duration::from_secs(60),
+            config_file: None,
+            secret_key_file: None,
         }
     }
 }
@@ -124,6 +136,20 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     create_private_dir(&config.data_dir)?;
+    // Read the config file before anything else, so that a mistake in it stops the start.
+    let identity_config = match &config.config_file {
+        Some(path) => {
+            let origin = path.display().to_string();
+            let file = ConfigFile::load(path)?;
+            Some((origin.clone(), file.identity_provider_inputs(&origin)?))
+        }
+        None => None,
+    };
+    let secret_key_path = config
+        .secret_key_file
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("secret.key"));
+    let secret_key = SecretKey::load_or_create(&secret_key_path)?;
     let store = open_store(&config.data_dir, config.database_url.as_deref()).await?;
     let public_url = config.public_url.clone().unwrap_or_else(|| {
         let scheme = if config.insecure_http {
@@ -138,7 +164,25 @@ pub async fn serve(
         .context("--tunnel-network")?
         .with_public_url(public_url)
         .with_device_session_ttl(config.device_session_ttl)
-        .with_posture_interval(config.posture_interval);
+        .with_posture_interval(config.posture_interval)
+        .with_secret_key(secret_key);
+    service
+        .seal_plaintext_secrets()
+        .await
+        .context("sealing secrets stored in plain text")?;
+    if let Some((origin, providers)) = identity_config {
+        let report = service
+            .apply_identity_config(&origin, providers)
+            .await
+            .with_context(|| format!("applying the identity providers of {origin}"))?;
+        tracing::info!(
+            created = ?report.created,
+            updated = ?report.updated,
+            deleted = ?report.deleted,
+            unchanged = report.unchanged.len(),
+            "identity providers from the config file"
+        );
+    }
     let setup_code = service
         .prepare_setup()
         .await

@@ -402,7 +402,27 @@ fn fresh_step(
 
 impl Service {
     async fn credentials(&self, user: UserId) -> Result<Option<LocalCredentials>> {
-        Ok(store::get_credentials(&mut *self.store.conn().await?, user).await?)
+        let creds = store::get_credentials(&mut *self.store.conn().await?, user).await?;
+        creds.map(|c| self.open_credentials(c)).transpose()
+    }
+
+    /// Opens the sealed TOTP secret of stored credentials. A secret that does not open (the
+    /// secret key is not the one it was sealed with) fails closed: no sign-in with it.
+    fn open_credentials(&self, mut creds: LocalCredentials) -> Result<LocalCredentials> {
+        if let Some(stored) = creds.totp_secret.take() {
+            let secret = self
+                .secret_key
+                .open(&crate::crypto::totp_context(creds.user_id), &stored)
+                .map_err(|e| {
+                    tracing::error!(user = %creds.user_id, error = %e, "opening a TOTP secret");
+                    ServiceError::Unavailable(format!(
+                        "this account's authenticator secret cannot be read ({e}); the \
+                         controller's operator must restore the right secret key"
+                    ))
+                })?;
+            creds.totp_secret = Some(secret);
+        }
+        Ok(creds)
     }
 
     /// Records a failed sign-in of a known user inside `tx`, locks the account at the limit,
@@ -529,6 +549,7 @@ impl Service {
                 Some(u) => store::get_credentials(&mut c, u.id).await?,
                 None => None,
             };
+            let creds = creds.map(|c| self.open_credentials(c)).transpose()?;
             (user, creds)
         };
         let password_hash = creds.as_ref().and_then(|c| c.password_hash.clone());
@@ -620,6 +641,7 @@ impl Service {
             expires_at: now.checked_add(SESSION_LIFETIME).unwrap_or(Timestamp::MAX),
             mfa_at,
             ended_at: None,
+            provider: Some(LOCAL_PROVIDER.to_owned()),
         };
         store::insert_web_session(&mut tx, &session, &secrets::hash(&token)).await?;
         store::record_sign_in(&mut tx, user.id, LOCAL_PROVIDER, mfa_at).await?;
@@ -826,7 +848,10 @@ impl Service {
         let otpauth_uri = otpauth_uri(&s.user.email, &secret);
         let qr_svg = qr_svg(&otpauth_uri)?;
         let mut tx = self.store.begin().await?;
-        store::set_pending_totp(&mut tx, s.user.id, &secret, crate::service::now()).await?;
+        let sealed = self
+            .secret_key
+            .seal(&crate::crypto::totp_context(s.user.id), &secret);
+        store::set_pending_totp(&mut tx, s.user.id, &sealed, crate::service::now()).await?;
         self.audit(
             &mut tx,
             &s.actor(),

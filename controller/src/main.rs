@@ -65,6 +65,16 @@ enum Command {
         /// How often clients send posture reports, in seconds (0: only with access requests).
         #[arg(long, env = "POSTERN_POSTURE_INTERVAL", default_value_t = 60)]
         posture_interval: u64,
+        /// A TOML config file with identity providers (`[[identity_providers]]`), created or
+        /// updated by name at every start and then read-only through the API.
+        #[arg(long, env = "POSTERN_CONFIG")]
+        config: Option<PathBuf>,
+        /// The key TOTP secrets and identity providers' client secrets are encrypted under
+        /// (32 bytes, raw or base64); default `<data-dir>/secret.key`, created (mode 0600) on
+        /// first start. Back it up with the database: without it those secrets are lost.
+        /// Several replicas on one PostgreSQL database must all use the same key file.
+        #[arg(long, env = "POSTERN_SECRET_KEY_FILE")]
+        secret_key_file: Option<PathBuf>,
     },
     /// Administrative commands run on the controller's host.
     Admin {
@@ -113,6 +123,8 @@ async fn main() -> anyhow::Result<()> {
             public_url,
             device_session_ttl,
             posture_interval,
+            config,
+            secret_key_file,
         } => {
             let config = ServeConfig {
                 listen,
@@ -126,6 +138,8 @@ async fn main() -> anyhow::Result<()> {
                 public_url,
                 device_session_ttl: std::time::Duration::from_secs(device_session_ttl),
                 posture_interval: std::time::Duration::from_secs(posture_interval),
+                config_file: config,
+                secret_key_file,
             };
             controller::serve(config, shutdown_signal()).await
         }

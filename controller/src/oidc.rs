@@ -15,11 +15,15 @@ use openidconnect::{
     PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
 };
 use serde::Deserialize;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
+use crate::crypto;
 use crate::local::{Me, NewSession, SESSION_LIFETIME, SignedIn};
 use crate::secrets;
 use crate::service::{Actor, Service, ServiceError, invalid, subject};
-use crate::store::{self, IdentityProvider, OidcIdentity, PendingLogin, WebSession};
+use crate::store::{self, Identity, IdentityProvider, OidcIdentity, PendingLogin, WebSession};
 
 type Result<T, E = ServiceError> = std::result::Result<T, E>;
 
@@ -33,6 +37,90 @@ pub const OIDC_LOGIN_TTL: SignedDuration = SignedDuration::from_mins(10);
 const MFA_AMR: &[&str] = &[
     "mfa", "otp", "hwk", "swk", "sms", "fpt", "face", "iris", "retina", "sc",
 ];
+
+/// How long a provider's discovery document and signing keys are used before they are
+/// fetched again.
+pub(crate) const DISCOVERY_TTL: Duration = Duration::from_secs(10 * 60);
+/// How often an ID token signed with an unknown key may make the keys be fetched again.
+pub(crate) const KEY_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Providers' discovery documents with their signing keys, by provider, so that a sign-in
+/// does not fetch them again. An entry is used only for the same issuer, for
+/// [`DISCOVERY_TTL`]; the keys are refreshed early when a token names a key they lack.
+#[derive(Default)]
+pub(crate) struct DiscoveryCache {
+    entries: Mutex<HashMap<uuid::Uuid, Discovered>>,
+}
+
+struct Discovered {
+    issuer: String,
+    metadata: CoreProviderMetadata,
+    fetched_at: Instant,
+    keys_refreshed_at: Option<Instant>,
+}
+
+impl std::fmt::Debug for DiscoveryCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.lock().len();
+        f.debug_struct("DiscoveryCache")
+            .field("providers", &n)
+            .finish()
+    }
+}
+
+impl DiscoveryCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<uuid::Uuid, Discovered>> {
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn get(&self, provider: &IdentityProvider, now: Instant) -> Option<CoreProviderMetadata> {
+        self.lock()
+            .get(&provider.id)
+            .filter(|d| d.issuer == provider.issuer)
+            .filter(|d| now.saturating_duration_since(d.fetched_at) < DISCOVERY_TTL)
+            .map(|d| d.metadata.clone())
+    }
+
+    fn put(&self, provider: &IdentityProvider, metadata: CoreProviderMetadata, now: Instant) {
+        self.lock().insert(
+            provider.id,
+            Discovered {
+                issuer: provider.issuer.clone(),
+                metadata,
+                fetched_at: now,
+                keys_refreshed_at: None,
+            },
+        );
+    }
+
+    /// Whether the keys may be fetched again now; if so, marks that they are.
+    fn may_refresh_keys(&self, provider: &IdentityProvider, now: Instant) -> bool {
+        let mut entries = self.lock();
+        let Some(d) = entries.get_mut(&provider.id) else {
+            return false;
+        };
+        if d.keys_refreshed_at
+            .is_some_and(|t| now.saturating_duration_since(t) < KEY_REFRESH_INTERVAL)
+        {
+            return false;
+        }
+        d.keys_refreshed_at = Some(now);
+        true
+    }
+
+    fn put_keys(&self, provider: &IdentityProvider, metadata: CoreProviderMetadata) {
+        if let Some(d) = self.lock().get_mut(&provider.id) {
+            d.metadata = metadata;
+        }
+    }
+
+    /// Drops what is cached of a provider (it was changed or removed).
+    pub(crate) fn forget(&self, provider: uuid::Uuid) {
+        self.lock().remove(&provider);
+    }
+}
 
 // ---------------------------------------------------------------- inputs and outputs
 
@@ -64,6 +152,40 @@ impl std::fmt::Debug for IdentityProviderInput {
             .field("client_id", &self.client_id)
             .finish_non_exhaustive()
     }
+}
+
+/// What applying the config file's identity providers did, by provider name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IdentityConfigReport {
+    /// Providers made.
+    pub created: Vec<String>,
+    /// Providers changed (or taken over from the API).
+    pub updated: Vec<String>,
+    /// Providers already as the file says.
+    pub unchanged: Vec<String>,
+    /// Providers the file managed and no longer names, removed.
+    pub deleted: Vec<String>,
+}
+
+/// An identity to link to a user.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LinkIdentityInput {
+    /// The identity's id (from `GET /users/{id}/identities` of the user it signs in as now).
+    pub identity_id: uuid::Uuid,
+}
+
+/// A linked identity, and what became of the user it signed in as before.
+#[derive(Debug, Clone, serde::Serialize, Deserialize, utoipa::ToSchema)]
+pub struct IdentityLink {
+    /// The identity, now this user's.
+    pub identity: Identity,
+    /// The user it signed in as before.
+    #[schema(value_type = String)]
+    pub previous_user_id: UserId,
+    /// Whether that user can still sign in (another identity or a password); when not, their
+    /// web sessions were ended, and an admin may delete them.
+    pub previous_user_can_sign_in: bool,
 }
 
 /// Where to send the browser to sign in, and the browser binding for its cookie.
@@ -301,6 +423,79 @@ pub(crate) fn http_client() -> reqwest::Client {
         .unwrap_or_default()
 }
 
+/// Admins and auditors may read users' identities.
+fn require_reader(actor: &Actor) -> Result<()> {
+    match actor.role {
+        Role::Admin | Role::Auditor => Ok(()),
+        Role::User => Err(ServiceError::Forbidden(
+            "this needs the admin or auditor role".into(),
+        )),
+    }
+}
+
+/// The refusal of an API change to a provider the config file manages.
+fn config_managed_error(name: &str) -> ServiceError {
+    ServiceError::Conflict {
+        field: None,
+        message: format!(
+            "the identity provider `{name}` is managed by the controller's config file \
+             (--config): change or remove it there and restart the controller"
+        ),
+    }
+}
+
+/// Checks a provider's settings and makes the provider they describe (a new id).
+pub(crate) fn checked_provider(
+    input: IdentityProviderInput,
+    now: Timestamp,
+) -> Result<IdentityProvider> {
+    let name = input.name.trim().to_owned();
+    if !valid_name(&name) {
+        return Err(invalid(
+            "name",
+            "must be 1 to 64 letters, digits, `-` or `_`",
+        ));
+    }
+    let issuer = input.issuer.trim().to_owned();
+    check_issuer(&issuer)?;
+    if input.client_id.trim().is_empty() {
+        return Err(invalid("client_id", "must not be empty"));
+    }
+    if input.client_secret.is_empty() {
+        return Err(invalid("client_secret", "must not be empty"));
+    }
+    let groups_claim = input
+        .groups_claim
+        .map(|g| g.trim().to_owned())
+        .unwrap_or_else(|| "groups".into());
+    if groups_claim.is_empty() {
+        return Err(invalid("groups_claim", "must not be empty"));
+    }
+    let scopes: Vec<String> = input
+        .scopes
+        .unwrap_or_else(|| vec!["email".into(), "profile".into()])
+        .into_iter()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty() && s != "openid")
+        .collect();
+    if scopes.iter().any(|s| {
+        !s.bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+    }) {
+        return Err(invalid("scopes", "a scope may only hold printable ASCII"));
+    }
+    Ok(IdentityProvider {
+        id: uuid::Uuid::now_v7(),
+        name,
+        issuer,
+        client_id: input.client_id.trim().to_owned(),
+        groups_claim,
+        scopes,
+        created_at: now,
+        config_managed: false,
+    })
+}
+
 // ---------------------------------------------------------------- the services
 
 impl Service {
@@ -317,52 +512,24 @@ impl Service {
         input: IdentityProviderInput,
     ) -> Result<IdentityProvider> {
         Self::require_admin(actor)?;
-        let name = input.name.trim().to_owned();
-        if !valid_name(&name) {
-            return Err(invalid(
-                "name",
-                "must be 1 to 64 letters, digits, `-` or `_`",
-            ));
-        }
-        let issuer = input.issuer.trim().to_owned();
-        check_issuer(&issuer)?;
-        if input.client_id.trim().is_empty() {
-            return Err(invalid("client_id", "must not be empty"));
-        }
-        if input.client_secret.is_empty() {
-            return Err(invalid("client_secret", "must not be empty"));
-        }
-        let groups_claim = input
-            .groups_claim
-            .map(|g| g.trim().to_owned())
-            .unwrap_or_else(|| "groups".into());
-        if groups_claim.is_empty() {
-            return Err(invalid("groups_claim", "must not be empty"));
-        }
-        let scopes: Vec<String> = input
-            .scopes
-            .unwrap_or_else(|| vec!["email".into(), "profile".into()])
-            .into_iter()
-            .map(|s| s.trim().to_owned())
-            .filter(|s| !s.is_empty() && s != "openid")
-            .collect();
-        if scopes.iter().any(|s| {
-            !s.bytes()
-                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
-        }) {
-            return Err(invalid("scopes", "a scope may only hold printable ASCII"));
-        }
-        let provider = IdentityProvider {
-            id: uuid::Uuid::now_v7(),
-            name,
-            issuer,
-            client_id: input.client_id.trim().to_owned(),
-            groups_claim,
-            scopes,
-            created_at: crate::service::now(),
-        };
+        let provider = checked_provider(input.clone(), crate::service::now())?;
         let mut tx = self.store.begin().await?;
-        match store::insert_provider(&mut tx, &provider, &input.client_secret).await {
+        if let Some((existing, _)) = store::provider_by_name(&mut tx, &provider.name).await? {
+            return Err(ServiceError::Conflict {
+                field: Some("name"),
+                message: if existing.config_managed {
+                    format!(
+                        "an identity provider named `{}` exists and is managed by the controller's \
+                         config file (--config): change it there",
+                        existing.name
+                    )
+                } else {
+                    "an identity provider with this name exists".into()
+                },
+            });
+        }
+        let sealed = self.seal_client_secret(provider.id, &input.client_secret);
+        match store::insert_provider(&mut tx, &provider, &sealed).await {
             Err(store::StoreError::Duplicate(_)) => {
                 return Err(ServiceError::Conflict {
                     field: Some("name"),
@@ -384,13 +551,16 @@ impl Service {
     }
 
     /// Removes an identity provider (admins only). Its users stay; they can no longer sign
-    /// in through it.
+    /// in through it. A provider from the config file is removed there, not here.
     pub async fn delete_identity_provider(&self, actor: &Actor, id: uuid::Uuid) -> Result<()> {
         Self::require_admin(actor)?;
         let mut tx = self.store.begin().await?;
         let provider = store::get_provider(&mut tx, id)
             .await?
             .ok_or(ServiceError::NotFound("identity provider"))?;
+        if provider.config_managed {
+            return Err(config_managed_error(&provider.name));
+        }
         store::delete_provider(&mut tx, id).await?;
         self.audit(
             &mut tx,
@@ -401,13 +571,322 @@ impl Service {
         )
         .await?;
         tx.commit().await?;
+        self.oidc_cache.forget(id);
         Ok(())
     }
 
-    async fn provider(&self, name: &str) -> Result<(IdentityProvider, String)> {
-        store::provider_by_name(&mut *self.store.conn().await?, name)
+    /// Applies the identity providers of the config file in one transaction: each is
+    /// created, or updated by name, and marked as managed by the file; a provider the file
+    /// managed before and no longer names is removed. Every change is audited with the actor
+    /// `config`. Nothing changes when any provider is invalid.
+    pub async fn apply_identity_config(
+        &self,
+        origin: &str,
+        inputs: Vec<IdentityProviderInput>,
+    ) -> Result<IdentityConfigReport> {
+        let actor = Actor {
+            id: "config".into(),
+            name: format!("config file {origin}"),
+            role: Role::Admin,
+        };
+        let now = crate::service::now();
+        let mut wanted = Vec::with_capacity(inputs.len());
+        for input in inputs {
+            let secret = input.client_secret.clone();
+            let mut p = checked_provider(input, now).map_err(|e| match e {
+                ServiceError::Invalid(f) => {
+                    invalid(format!("identity_providers.{}", f.field), f.message.clone())
+                }
+                other => other,
+            })?;
+            p.config_managed = true;
+            wanted.push((p, secret));
+        }
+        let mut report = IdentityConfigReport::default();
+        let mut tx = self.store.begin().await?;
+        for (mut p, secret) in wanted {
+            let existing = store::provider_by_name(&mut tx, &p.name).await?;
+            let Some((old, stored)) = existing else {
+                let sealed = self.seal_client_secret(p.id, &secret);
+                store::insert_provider(&mut tx, &p, &sealed).await?;
+                self.audit(
+                    &mut tx,
+                    &actor,
+                    "identity_provider.created",
+                    subject("identity_provider", p.id),
+                    serde_json::json!({ "name": p.name, "issuer": p.issuer, "client_id": p.client_id, "config_managed": true }),
+                )
+                .await?;
+                report.created.push(p.name);
+                continue;
+            };
+            p.id = old.id;
+            p.created_at = old.created_at;
+            let same_secret = self
+                .secret_key
+                .open(&crypto::client_secret_context(old.id), &stored)
+                .is_ok_and(|s| s == secret);
+            let mut changed: Vec<&str> = Vec::new();
+            for (field, differs) in [
+                ("issuer", old.issuer != p.issuer),
+                ("client_id", old.client_id != p.client_id),
+                ("client_secret", !same_secret || !crypto::is_sealed(&stored)),
+                ("groups_claim", old.groups_claim != p.groups_claim),
+                ("scopes", old.scopes != p.scopes),
+                ("config_managed", !old.config_managed),
+            ] {
+                if differs {
+                    changed.push(field);
+                }
+            }
+            if changed.is_empty() {
+                report.unchanged.push(p.name);
+                continue;
+            }
+            let sealed = self.seal_client_secret(p.id, &secret);
+            store::update_provider(&mut tx, &p, &sealed).await?;
+            self.audit(
+                &mut tx,
+                &actor,
+                "identity_provider.updated",
+                subject("identity_provider", p.id),
+                serde_json::json!({ "name": p.name, "issuer": p.issuer, "client_id": p.client_id, "changed": changed, "config_managed": true }),
+            )
+            .await?;
+            self.oidc_cache.forget(p.id);
+            report.updated.push(p.name);
+        }
+        let named: std::collections::HashSet<String> = report
+            .created
+            .iter()
+            .chain(&report.updated)
+            .chain(&report.unchanged)
+            .cloned()
+            .collect();
+        for p in store::list_providers(&mut tx).await? {
+            if !p.config_managed || named.contains(&p.name) {
+                continue;
+            }
+            store::delete_provider(&mut tx, p.id).await?;
+            self.audit(
+                &mut tx,
+                &actor,
+                "identity_provider.deleted",
+                subject("identity_provider", p.id),
+                serde_json::json!({ "name": p.name, "reason": "no longer in the config file" }),
+            )
+            .await?;
+            self.oidc_cache.forget(p.id);
+            report.deleted.push(p.name);
+        }
+        tx.commit().await?;
+        Ok(report)
+    }
+
+    /// Seals the TOTP secrets and client secrets still stored in plain text (written by an
+    /// older controller); returns how many it sealed. Run at start.
+    pub async fn seal_plaintext_secrets(&self) -> Result<usize> {
+        let mut tx = self.store.begin().await?;
+        let mut sealed = 0;
+        for (user, plain) in store::plaintext_totp_secrets(&mut tx).await? {
+            let new = self.secret_key.seal(&crypto::totp_context(user), &plain);
+            if store::reseal_totp_secret(&mut tx, user, &plain, &new).await? {
+                sealed += 1;
+            }
+        }
+        for (id, stored) in store::provider_secrets(&mut tx).await? {
+            if crypto::is_sealed(&stored) {
+                continue;
+            }
+            let new = self.seal_client_secret(id, &stored);
+            if store::reseal_provider_secret(&mut tx, id, &stored, &new).await? {
+                sealed += 1;
+            }
+        }
+        tx.commit().await?;
+        if sealed > 0 {
+            tracing::info!(secrets = sealed, "sealed secrets stored in plain text");
+        }
+        Ok(sealed)
+    }
+
+    // ------------------------------------------------------------ identities of users
+
+    /// The OpenID identities that sign in as a user (admins and auditors).
+    pub async fn list_user_identities(&self, actor: &Actor, user: UserId) -> Result<Vec<Identity>> {
+        require_reader(actor)?;
+        let mut c = self.store.conn().await?;
+        store::get_user(&mut c, user)
             .await?
-            .ok_or(ServiceError::NotFound("identity provider"))
+            .ok_or(ServiceError::NotFound("user"))?;
+        Ok(store::list_identities(&mut c, user).await?)
+    }
+
+    /// Links an existing identity to `user` (admins only): from now on it signs in as this
+    /// user. It moves from the user it signed in as before; the group memberships its
+    /// provider's claims made there are removed (its next sign-in makes them here), and when
+    /// that user is left with no way to sign in (no identity, no password), their web
+    /// sessions end and the answer says so. The user is kept (delete it if it is not needed).
+    pub async fn link_identity(
+        &self,
+        actor: &Actor,
+        user: UserId,
+        identity: uuid::Uuid,
+    ) -> Result<IdentityLink> {
+        Self::require_admin(actor)?;
+        let now = crate::service::now();
+        let mut tx = self.store.begin().await?;
+        let target = store::get_user(&mut tx, user)
+            .await?
+            .ok_or(ServiceError::NotFound("user"))?;
+        let ident = store::get_identity(&mut tx, identity)
+            .await?
+            .ok_or_else(|| invalid("identity_id", "no identity has this id"))?;
+        let from = ident.user_id;
+        if from == target.id {
+            return Err(ServiceError::Conflict {
+                field: Some("identity_id"),
+                message: "this identity already signs in as this user".into(),
+            });
+        }
+        store::move_identity(&mut tx, identity, target.id).await?;
+        let still_at_provider = store::list_identities(&mut tx, from)
+            .await?
+            .iter()
+            .any(|i| i.provider_id == ident.provider_id);
+        let mut groups_removed = Vec::new();
+        if !still_at_provider {
+            for g in store::provider_groups(&mut tx, ident.provider_id, from).await? {
+                store::remove_member(&mut tx, g, from).await?;
+                store::remove_provider_group(&mut tx, ident.provider_id, from, g).await?;
+                groups_removed.push(g);
+            }
+        }
+        let can_sign_in = !store::list_identities(&mut tx, from).await?.is_empty()
+            || store::get_credentials(&mut tx, from)
+                .await?
+                .is_some_and(|c| c.password_hash.is_some());
+        let mut sessions_ended = 0;
+        if !can_sign_in {
+            sessions_ended = store::end_user_web_sessions(
+                &mut tx,
+                from,
+                None,
+                now,
+                "identity linked to another user",
+            )
+            .await?;
+        }
+        self.audit(
+            &mut tx,
+            actor,
+            "identity.linked",
+            subject("user", target.id),
+            serde_json::json!({
+                "identity": identity,
+                "provider": ident.provider,
+                "issuer": ident.issuer,
+                "subject": ident.subject,
+                "from_user": from,
+                "groups_removed_from_previous_user": groups_removed,
+                "previous_user_can_sign_in": can_sign_in,
+                "sessions_ended": sessions_ended,
+            }),
+        )
+        .await?;
+        let linked = store::get_identity(&mut tx, identity)
+            .await?
+            .ok_or(ServiceError::NotFound("identity"))?;
+        tx.commit().await?;
+        Ok(IdentityLink {
+            identity: linked,
+            previous_user_id: from,
+            previous_user_can_sign_in: can_sign_in,
+        })
+    }
+
+    /// Unlinks an identity from a user (admins only): the identity is forgotten, so its next
+    /// sign-in makes a new user (the user keeps everything else). The user's web sessions
+    /// signed in through that provider end. Refused when it is the user's only way to sign in
+    /// (no other identity, no password): disable or delete the user instead.
+    pub async fn unlink_identity(
+        &self,
+        actor: &Actor,
+        user: UserId,
+        identity: uuid::Uuid,
+    ) -> Result<()> {
+        Self::require_admin(actor)?;
+        let now = crate::service::now();
+        let mut tx = self.store.begin().await?;
+        store::get_user(&mut tx, user)
+            .await?
+            .ok_or(ServiceError::NotFound("user"))?;
+        let ident = store::get_identity(&mut tx, identity)
+            .await?
+            .filter(|i| i.user_id == user)
+            .ok_or(ServiceError::NotFound("identity"))?;
+        let others = store::list_identities(&mut tx, user)
+            .await?
+            .into_iter()
+            .filter(|i| i.id != identity)
+            .count();
+        let password = store::get_credentials(&mut tx, user)
+            .await?
+            .is_some_and(|c| c.password_hash.is_some());
+        if others == 0 && !password {
+            return Err(ServiceError::Conflict {
+                field: None,
+                message: "this is the user's only way to sign in: disable or delete the user                           instead, or link another identity first"
+                    .into(),
+            });
+        }
+        store::delete_identity(&mut tx, identity).await?;
+        let mut sessions_ended = 0;
+        if let Some(provider) = &ident.provider {
+            sessions_ended =
+                store::end_provider_web_sessions(&mut tx, user, provider, now, "identity unlinked")
+                    .await?;
+        }
+        self.audit(
+            &mut tx,
+            actor,
+            "identity.unlinked",
+            subject("user", user),
+            serde_json::json!({
+                "identity": identity,
+                "provider": ident.provider,
+                "issuer": ident.issuer,
+                "subject": ident.subject,
+                "sessions_ended": sessions_ended,
+            }),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A provider by name with its client secret, opened.
+    async fn provider(&self, name: &str) -> Result<(IdentityProvider, String)> {
+        let (provider, stored) = store::provider_by_name(&mut *self.store.conn().await?, name)
+            .await?
+            .ok_or(ServiceError::NotFound("identity provider"))?;
+        let secret = self
+            .secret_key
+            .open(&crypto::client_secret_context(provider.id), &stored)
+            .map_err(|e| {
+                tracing::error!(provider = %provider.name, error = %e, "opening a client secret");
+                ServiceError::Unavailable(format!(
+                    "the client secret of identity provider `{}` cannot be read: {e}",
+                    provider.name
+                ))
+            })?;
+        Ok((provider, secret))
+    }
+
+    /// The stored (sealed) form of a provider's client secret.
+    pub(crate) fn seal_client_secret(&self, provider: uuid::Uuid, secret: &str) -> String {
+        self.secret_key
+            .seal(&crypto::client_secret_context(provider), secret)
     }
 
     fn redirect_uri(&self, provider: &str) -> Result<RedirectUrl> {
@@ -423,7 +902,12 @@ impl Service {
         .map_err(|e| ServiceError::Unavailable(format!("bad public URL: {e}")))
     }
 
+    /// The provider's metadata and signing keys: from the cache while fresh, otherwise by
+    /// discovery (which the cache then keeps for [`DISCOVERY_TTL`]).
     async fn discover(&self, provider: &IdentityProvider) -> Result<CoreProviderMetadata, Failure> {
+        if let Some(m) = self.oidc_cache.get(provider, Instant::now()) {
+            return Ok(m);
+        }
         let issuer = IssuerUrl::new(provider.issuer.clone()).map_err(|_| Failure::Discovery)?;
         let metadata = CoreProviderMetadata::discover_async(issuer, &self.oidc_http)
             .await
@@ -443,7 +927,34 @@ impl Service {
             tracing::warn!(provider = %provider.name, "OIDC discovery names a plain-http endpoint off loopback");
             return Err(Failure::Discovery);
         }
+        self.oidc_cache
+            .put(provider, metadata.clone(), Instant::now());
         Ok(metadata)
+    }
+
+    /// Fetches the provider's signing keys again after an ID token named a key the cached set
+    /// lacks (the provider rotated its keys), at most once per [`KEY_REFRESH_INTERVAL`]. The
+    /// refreshed metadata, or `None` when a refresh is not allowed yet or failed.
+    async fn refresh_keys(
+        &self,
+        provider: &IdentityProvider,
+        metadata: CoreProviderMetadata,
+    ) -> Option<CoreProviderMetadata> {
+        if !self.oidc_cache.may_refresh_keys(provider, Instant::now()) {
+            return None;
+        }
+        match openidconnect::JsonWebKeySet::fetch_async(metadata.jwks_uri(), &self.oidc_http).await
+        {
+            Ok(jwks) => {
+                let metadata = metadata.set_jwks(jwks);
+                self.oidc_cache.put_keys(provider, metadata.clone());
+                Some(metadata)
+            }
+            Err(e) => {
+                tracing::warn!(provider = %provider.name, error = %e, "refreshing the OIDC signing keys failed");
+                None
+            }
+        }
     }
 
     async fn audit_oidc_failure(&self, provider: &str, failure: Failure, detail: Option<String>) {
@@ -586,7 +1097,7 @@ impl Service {
             Err(f) => return Err(self.fail(&provider.name, f, None).await),
         };
         let client = CoreClient::from_provider_metadata(
-            metadata,
+            metadata.clone(),
             ClientId::new(provider.client_id.clone()),
             Some(ClientSecret::new(secret)),
         )
@@ -618,8 +1129,24 @@ impl Service {
         let Some(id_token) = response.id_token() else {
             return Err(self.fail(&provider.name, Failure::NoIdToken, None).await);
         };
-        let verifier = client.id_token_verifier();
-        let claims = match id_token.claims(&verifier, &Nonce::new(pending.nonce)) {
+        let nonce = Nonce::new(pending.nonce);
+        let mut claims = id_token
+            .claims(&client.id_token_verifier(), &nonce)
+            .cloned();
+        if let Err(e) = &claims
+            && classify(e) == Failure::UnknownKey
+            && let Some(refreshed) = self.refresh_keys(&provider, metadata).await
+        {
+            let client = CoreClient::from_provider_metadata(
+                refreshed,
+                ClientId::new(provider.client_id.clone()),
+                None,
+            );
+            claims = id_token
+                .claims(&client.id_token_verifier(), &nonce)
+                .cloned();
+        }
+        let claims = match claims {
             Ok(c) => c,
             Err(e) => {
                 let failure = classify(&e);
@@ -729,6 +1256,7 @@ impl Service {
                 .unwrap_or(Timestamp::MAX),
             mfa_at: s.mfa_at,
             ended_at: None,
+            provider: Some(provider.name.clone()),
         };
         store::insert_web_session(&mut tx, &session, &secrets::hash(&token)).await?;
         store::record_sign_in(&mut tx, user.id, &provider.name, s.mfa_at).await?;

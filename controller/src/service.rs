@@ -415,10 +415,11 @@ pub struct DecisionRequest {
     pub resource_id: ResourceId,
     /// The address the request comes from.
     pub source: String,
-    /// How the user signed in (default `local`).
+    /// How the user signed in; by default the provider of their last sign-in (`local` if
+    /// they never signed in).
     #[serde(default)]
     pub identity_provider: Option<String>,
-    /// When the user last completed MFA.
+    /// When the user last completed MFA; by default the time their last sign-in recorded.
     #[serde(default)]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub last_mfa_at: Option<Timestamp>,
@@ -551,6 +552,10 @@ pub struct Service {
     pub(crate) public_url: Option<Arc<str>>,
     /// The HTTP client for OpenID providers (discovery, token endpoint).
     pub(crate) oidc_http: reqwest::Client,
+    /// Providers' discovery documents and signing keys, fetched once and cached.
+    pub(crate) oidc_cache: Arc<crate::oidc::DiscoveryCache>,
+    /// The key TOTP secrets and client secrets are sealed under at rest.
+    pub(crate) secret_key: crate::crypto::SecretKey,
 }
 
 impl Service {
@@ -569,6 +574,8 @@ impl Service {
             unknown_sign_ins: Arc::default(),
             public_url: None,
             oidc_http: crate::oidc::http_client(),
+            oidc_cache: Arc::default(),
+            secret_key: crate::crypto::SecretKey::random(),
             tunnel_network: crate::access::default_tunnel_network(),
             ack_timeout: DEFAULT_ACK_TIMEOUT,
             device_session_ttl: crate::device::DEFAULT_DEVICE_SESSION_TTL,
@@ -608,6 +615,13 @@ impl Service {
     pub fn with_public_url(mut self, url: impl Into<String>) -> Self {
         let url: String = url.into();
         self.public_url = Some(Arc::from(url.trim_end_matches('/')));
+        self
+    }
+
+    /// Seals TOTP secrets and identity providers' client secrets at rest under `key`. Without
+    /// it a random key is used, and what is sealed does not survive this process.
+    pub fn with_secret_key(mut self, key: crate::crypto::SecretKey) -> Self {
+        self.secret_key = key;
         self
     }
 
@@ -2315,15 +2329,32 @@ impl Service {
 
     // ------------------------------------------------------------ decisions and grants
 
-    /// Decides whether a user's device may reach a resource now, and audits the decision.
+    /// Decides whether a user's device may reach a resource now, and audits the decision. An
+    /// identity provider or MFA time the request leaves out is the user's last sign-in's.
     pub async fn decide(&self, actor: &Actor, req: DecisionRequest) -> Result<policy::Decision> {
         Self::require_reader(actor)?;
         let mut tx = self.store.begin().await?;
+        let req = self.with_sign_in_facts(&mut tx, req).await?;
         let evaluation = self.evaluate(&mut tx, &req).await?;
         self.audit_decision(&mut tx, actor, &evaluation, None, serde_json::Map::new())
             .await?;
         tx.commit().await?;
         Ok(evaluation.decision)
+    }
+
+    /// Fills in the identity provider and MFA time a decision request leaves out from the
+    /// user's last sign-in (`users.last_provider`, `users.last_mfa_at`).
+    pub(crate) async fn with_sign_in_facts(
+        &self,
+        c: &mut Conn,
+        mut req: DecisionRequest,
+    ) -> Result<DecisionRequest> {
+        if req.identity_provider.is_none() || req.last_mfa_at.is_none() {
+            let (provider, mfa_at) = store::last_sign_in(c, req.user_id).await?;
+            req.identity_provider = req.identity_provider.or(provider);
+            req.last_mfa_at = req.last_mfa_at.or(mfa_at);
+        }
+        Ok(req)
     }
 
     /// Evaluates the policy decision for `req` on `c`, without auditing it: the one

@@ -4,7 +4,9 @@
 
 #![allow(clippy::unwrap_used)]
 
-use controller::{AppState, Service, SetupInput, Store, router, totp_code_at};
+use controller::{
+    AppState, LoginInput, SecretKey, Service, SetupInput, Store, router, totp_code_at,
+};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -14,6 +16,7 @@ struct Server {
     base: String,
     admin_token: String,
     http: reqwest::Client,
+    service: Service,
     _dir: tempfile::TempDir,
 }
 
@@ -31,7 +34,9 @@ impl Server {
             })
             .await
             .unwrap();
-        let app = router(AppState { service });
+        let app = router(AppState {
+            service: service.clone(),
+        });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
@@ -41,6 +46,7 @@ impl Server {
             base: format!("http://{addr}/api/v1"),
             admin_token: setup.token,
             http: reqwest::Client::new(),
+            service,
             _dir: dir,
         }
     }
@@ -470,4 +476,83 @@ async fn passwords_follow_the_rules() {
     ] {
         assert!(doc["paths"].get(path).is_some(), "{path} is documented");
     }
+}
+
+#[tokio::test]
+async fn totp_secrets_are_sealed_at_rest_and_a_wrong_key_fails_closed() {
+    let s = Server::start().await;
+    let id = s.user("seal@example.com").await;
+    let cookie = s
+        .session(json!({"email": "seal@example.com", "password": PASSWORD}))
+        .await;
+    let (_, enrollment) = s
+        .with_cookie(reqwest::Method::POST, "/auth/totp", &cookie, None)
+        .await;
+    let secret = enrollment["secret"].as_str().unwrap().to_owned();
+    let raw = || async {
+        let mut c = s.service.store().conn().await.unwrap();
+        sqlx::query_scalar::<_, String>(
+            "SELECT totp_secret FROM local_credentials WHERE user_id = $1",
+        )
+        .bind(&id)
+        .fetch_one(&mut *c)
+        .await
+        .unwrap()
+    };
+    let stored = raw().await;
+    assert!(stored.starts_with("enc:v1:"), "{stored}");
+    assert!(
+        !stored.contains(&secret),
+        "the database never holds the secret"
+    );
+    let t = now_secs();
+    let (status, _) = s
+        .with_cookie(
+            reqwest::Method::POST,
+            "/auth/totp/confirm",
+            &cookie,
+            Some(json!({"code": totp_code_at(&secret, t).unwrap()})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let stored = raw().await;
+    assert!(stored.starts_with("enc:v1:") && !stored.contains(&secret));
+
+    let login = |code_at: i64| LoginInput {
+        email: "seal@example.com".into(),
+        password: PASSWORD.into(),
+        totp: Some(totp_code_at(&secret, code_at).unwrap()),
+        recovery_code: None,
+    };
+    let at = |secs: i64| jiff::Timestamp::from_second(secs).unwrap();
+    s.service.login_at(login(t + 60), at(t + 60)).await.unwrap();
+
+    // Another key cannot open it: the sign-in fails closed and says why.
+    let wrong = s.service.clone().with_secret_key(SecretKey::random());
+    let err = wrong
+        .login_at(login(t + 120), at(t + 120))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("secret key"), "{err}");
+
+    // A legacy plaintext secret still signs in, and is sealed at the next start.
+    let mut c = s.service.store().conn().await.unwrap();
+    sqlx::query("UPDATE local_credentials SET totp_secret = $1 WHERE user_id = $2")
+        .bind(&secret)
+        .bind(&id)
+        .execute(&mut *c)
+        .await
+        .unwrap();
+    drop(c);
+    s.service
+        .login_at(login(t + 180), at(t + 180))
+        .await
+        .unwrap();
+    assert_eq!(s.service.seal_plaintext_secrets().await.unwrap(), 1);
+    let stored = raw().await;
+    assert!(stored.starts_with("enc:v1:") && !stored.contains(&secret));
+    s.service
+        .login_at(login(t + 240), at(t + 240))
+        .await
+        .unwrap();
 }

@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::process::Stdio;
 
-use controller::{AppState, Service, SetupInput, Store, router};
+use controller::{AppState, ConfigFile, SecretKey, Service, SetupInput, Store, router};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::io::AsyncBufReadExt;
@@ -89,16 +89,23 @@ struct Controller {
     base: String,
     admin: String,
     http: reqwest::Client,
-    _dir: tempfile::TempDir,
+    service: Service,
+    dir: tempfile::TempDir,
 }
 
 impl Controller {
     async fn start() -> Self {
+        Self::start_with_key(SecretKey::random()).await
+    }
+
+    async fn start_with_key(key: SecretKey) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let store = Store::open_sqlite(dir.path()).await.unwrap();
-        let service = Service::new(store).with_public_url(base.clone());
+        let service = Service::new(store)
+            .with_public_url(base.clone())
+            .with_secret_key(key);
         let code = service.prepare_setup().await.unwrap().unwrap();
         let setup = service
             .complete_setup(SetupInput {
@@ -108,7 +115,9 @@ impl Controller {
             })
             .await
             .unwrap();
-        let app = router(AppState { service });
+        let app = router(AppState {
+            service: service.clone(),
+        });
         tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
         });
@@ -119,7 +128,8 @@ impl Controller {
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap(),
-            _dir: dir,
+            service,
+            dir,
         }
     }
 
@@ -203,6 +213,23 @@ impl Controller {
         assert_eq!(res.status(), StatusCode::OK);
         res.json().await.unwrap()
     }
+}
+
+/// The body of a failed sign-in as a browser sees it: an HTML page, not cached, not framed.
+async fn html_failure(res: reqwest::Response) -> String {
+    let content_type = res.headers()["content-type"].to_str().unwrap().to_owned();
+    assert!(content_type.starts_with("text/html"), "{content_type}");
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    assert!(
+        res.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'none'")
+    );
+    let body = res.text().await.unwrap();
+    assert!(body.contains("<h1>Sign-in failed</h1>"), "{body}");
+    assert!(!body.contains("<script"), "{body}");
+    body
 }
 
 fn cookie_value(res: &reqwest::Response, name: &str) -> Option<String> {
@@ -463,15 +490,26 @@ async fn state_must_be_present_ours_and_single_use() {
         .await;
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     assert!(cookie_value(&res, "__Host-postern_session").is_none());
-    let body: Value = res.json().await.unwrap();
+    let body = html_failure(res).await;
+    assert!(body.contains("start the sign-in again"), "{body}");
     assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("start the sign-in again"),
-        "{body}"
+        body.contains("href=\"/auth/oidc/corp/start\""),
+        "a link to try again: {body}"
     );
     assert_eq!(c.failures("missing state").await, 1);
+
+    // A client that asks for JSON gets the API's error.
+    let res = c
+        .http
+        .get(format!("{}?code={code}", c.callback_uri("corp")))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unauthorized", "{body}");
+    assert_eq!(c.failures("missing state").await, 2);
 
     // A made-up state.
     let res = c
@@ -553,8 +591,8 @@ async fn crafted_id_tokens_are_refused() {
             cookie_value(&res, "__Host-postern_session").is_none(),
             "{mode}"
         );
-        let body: Value = res.json().await.unwrap();
-        assert_eq!(body["error"]["code"], "unauthorized", "{mode}: {body}");
+        let body = html_failure(res).await;
+        assert!(body.contains("Sign-in failed"), "{mode}: {body}");
         assert_eq!(c.failures(reason).await, 1, "{mode} audited as `{reason}`");
     }
     // A response that names another issuer (mix-up, RFC 9207) is refused before the code
@@ -636,4 +674,639 @@ async fn identity_providers_are_admin_configured_and_checked() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
+}
+
+impl Controller {
+    /// The same API call with another bearer token.
+    async fn api_as(
+        &self,
+        token: &str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}/api/v1{path}", self.base))
+            .bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status();
+        let text = res.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    async fn audit_count(&self, kind: &str) -> usize {
+        let (_, events) = self
+            .api(Method::GET, &format!("/audit?kind={kind}&limit=500"), None)
+            .await;
+        events.as_array().unwrap().len()
+    }
+
+    /// The raw stored value of one column, straight from the database.
+    async fn raw(&self, sql: &str) -> Vec<String> {
+        let mut c = self.service.store().conn().await.unwrap();
+        sqlx::query_scalar::<_, String>(sql)
+            .fetch_all(&mut *c)
+            .await
+            .unwrap()
+    }
+}
+
+fn id_of(v: &Value) -> &str {
+    v["id"].as_str().unwrap()
+}
+
+#[tokio::test]
+async fn an_admin_links_identities_of_two_providers_into_one_user() {
+    let c = Controller::start().await;
+    let one = Idp::real(&c.callback_uri("one")).await;
+    let two = Idp::real(&c.callback_uri("two")).await;
+    c.add_provider("one", &one.issuer).await;
+    c.add_provider("two", &two.issuer).await;
+    let a = c.me(&sign_in(&c, "one", "alice").await).await["user"].clone();
+    let b = c.me(&sign_in(&c, "two", "alice").await).await["user"].clone();
+    assert_ne!(
+        a["id"], b["id"],
+        "the same e-mail at two providers is two users"
+    );
+
+    let (status, listed) = c
+        .api(
+            Method::GET,
+            &format!("/users/{}/identities", id_of(&a)),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    let listed = listed.as_array().unwrap().clone();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["provider"], "one");
+    assert_eq!(listed[0]["issuer"], one.issuer.as_str());
+    assert_eq!(listed[0]["subject"], "alice");
+    assert_eq!(listed[0]["email"], "alice@example.com");
+    assert!(listed[0]["last_sign_in_at"].is_string());
+    let (_, of_b) = c
+        .api(
+            Method::GET,
+            &format!("/users/{}/identities", id_of(&b)),
+            None,
+        )
+        .await;
+    let two_identity = of_b[0]["id"].as_str().unwrap().to_owned();
+
+    // Auditors read identities but do not link them.
+    let (status, auditor) = c
+        .api(
+            Method::POST,
+            "/tokens",
+            Some(json!({"name": "audit", "role": "auditor"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{auditor}");
+    let auditor = auditor["secret"].as_str().unwrap();
+    let (status, _) = c
+        .api_as(
+            auditor,
+            Method::GET,
+            &format!("/users/{}/identities", id_of(&a)),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let link = json!({"identity_id": two_identity});
+    let (status, _) = c
+        .api_as(
+            auditor,
+            Method::POST,
+            &format!("/users/{}/identities", id_of(&a)),
+            Some(link.clone()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    let (status, linked) = c
+        .api(
+            Method::POST,
+            &format!("/users/{}/identities", id_of(&a)),
+            Some(link.clone()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{linked}");
+    assert_eq!(linked["identity"]["user_id"], a["id"]);
+    assert_eq!(linked["previous_user_id"], b["id"]);
+    assert_eq!(linked["previous_user_can_sign_in"], false);
+    assert_eq!(c.audit_count("identity.linked").await, 1);
+    let (status, _) = c
+        .api(
+            Method::POST,
+            &format!("/users/{}/identities", id_of(&a)),
+            Some(link),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "already linked");
+
+    // Either provider now lands on one user.
+    let via_two = c.me(&sign_in(&c, "two", "alice").await).await;
+    assert_eq!(via_two["user"]["id"], a["id"]);
+    assert_eq!(via_two["identity_provider"], "two");
+    let via_one = c.me(&sign_in(&c, "one", "alice").await).await;
+    assert_eq!(via_one["user"]["id"], a["id"]);
+    let (_, both) = c
+        .api(
+            Method::GET,
+            &format!("/users/{}/identities", id_of(&a)),
+            None,
+        )
+        .await;
+    assert_eq!(both.as_array().unwrap().len(), 2);
+
+    // Unlinking forgets the identity: its next sign-in makes a new user. The last way to
+    // sign in cannot be unlinked.
+    let (status, _) = c
+        .api(
+            Method::DELETE,
+            &format!("/users/{}/identities/{two_identity}", id_of(&a)),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(c.audit_count("identity.unlinked").await, 1);
+    let fresh = c.me(&sign_in(&c, "two", "alice").await).await;
+    assert_ne!(fresh["user"]["id"], a["id"]);
+    assert_ne!(fresh["user"]["id"], b["id"]);
+    let one_identity = both
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["provider"] == "one")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, err) = c
+        .api(
+            Method::DELETE,
+            &format!("/users/{}/identities/{one_identity}", id_of(&a)),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("only way to sign in"),
+        "{err}"
+    );
+    let (status, _) = c
+        .api(
+            Method::DELETE,
+            &format!("/users/{}/identities/{one_identity}", id_of(&b)),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "not that user's identity");
+}
+
+#[tokio::test]
+async fn providers_from_the_config_file_are_upserted_audited_and_read_only() {
+    let c = Controller::start().await;
+    let idp = Idp::real(&c.callback_uri("corp")).await;
+    let secret_file = c.dir.path().join("corp-secret");
+    std::fs::write(&secret_file, format!("{CLIENT_SECRET}\n")).unwrap();
+    let config = |scopes: &str| {
+        format!(
+            "[[identity_providers]]\nname = \"corp\"\nissuer = \"{}\"\nclient_id = \"{CLIENT_ID}\"\n\
+             client_secret_file = \"{}\"\nscopes = [{scopes}]\n",
+            idp.issuer,
+            secret_file.display()
+        )
+    };
+    let apply = |text: String| {
+        let service = c.service.clone();
+        async move {
+            let file = ConfigFile::parse(&text, "postern.toml").unwrap();
+            let inputs = file.identity_provider_inputs("postern.toml").unwrap();
+            service
+                .apply_identity_config("postern.toml", inputs)
+                .await
+                .unwrap()
+        }
+    };
+    let report = apply(config("\"email\", \"profile\", \"groups\"")).await;
+    assert_eq!(report.created, vec!["corp".to_owned()]);
+    let (_, listed) = c.api(Method::GET, "/identity-providers", None).await;
+    assert_eq!(listed[0]["config_managed"], true, "{listed}");
+    let id = listed[0]["id"].as_str().unwrap().to_owned();
+
+    // It signs in (the secret came from its file).
+    let me = c.me(&sign_in(&c, "corp", "alice").await).await;
+    assert_eq!(me["identity_provider"], "corp");
+
+    // The API refuses to delete or replace it, saying where it is managed.
+    let (status, err) = c
+        .api(Method::DELETE, &format!("/identity-providers/{id}"), None)
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("config file"),
+        "{err}"
+    );
+    let (status, err) = c
+        .api(
+            Method::POST,
+            "/identity-providers",
+            Some(json!({"name": "corp", "issuer": "https://x.example.com", "client_id": "a", "client_secret": "b"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("config file")
+    );
+
+    // Applying the same file again changes nothing; a change is an update; both audited as
+    // the config, never with the secret.
+    let report = apply(config("\"email\", \"profile\", \"groups\"")).await;
+    assert_eq!(report.unchanged, vec!["corp".to_owned()]);
+    let report = apply(config("\"email\", \"groups\"")).await;
+    assert_eq!(report.updated, vec!["corp".to_owned()]);
+    let (_, events) = c
+        .api(Method::GET, "/audit?kind=identity_provider.&limit=50", None)
+        .await;
+    let by_config: Vec<&Value> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["actor"] == "config")
+        .collect();
+    assert_eq!(by_config.len(), 2, "{events}");
+    assert!(!events.to_string().contains(CLIENT_SECRET));
+    let (_, listed) = c.api(Method::GET, "/identity-providers", None).await;
+    assert_eq!(listed[0]["scopes"], json!(["email", "groups"]));
+    assert_eq!(listed[0]["id"], id.as_str(), "updated in place");
+
+    // An invalid provider changes nothing; one the file drops is removed.
+    let bad = ConfigFile::parse(
+        "[[identity_providers]]\nname = \"corp\"\nissuer = \"http://idp.example.com\"\nclient_id = \"a\"\nclient_secret = \"b\"\n",
+        "postern.toml",
+    )
+    .unwrap()
+    .identity_provider_inputs("postern.toml")
+    .unwrap();
+    let err = c
+        .service
+        .apply_identity_config("postern.toml", bad)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("issuer"), "{err}");
+    let report = apply(String::new()).await;
+    assert_eq!(report.deleted, vec!["corp".to_owned()]);
+    let (_, listed) = c.api(Method::GET, "/identity-providers", None).await;
+    assert_eq!(listed, json!([]));
+}
+
+#[tokio::test]
+async fn a_bad_config_file_stops_the_controller_with_the_key_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("postern.toml");
+    std::fs::write(
+        &config,
+        "[[identity_providers]]\nname = \"corp\"\nissuer = \"https://idp.example.com\"\nclient_id = \"a\"\nclient_secret_fil = \"/x\"\n",
+    )
+    .unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_postern-controller"))
+        .args([
+            "serve",
+            "--insecure-http",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+        ])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env_remove("POSTERN_CONFIG")
+        .env_remove("POSTERN_DATABASE_URL")
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("client_secret_fil"), "{err}");
+    assert!(err.contains("line 5"), "{err}");
+    assert!(err.contains("postern.toml"), "{err}");
+}
+
+#[tokio::test]
+async fn client_secrets_are_sealed_at_rest_and_a_wrong_key_fails_closed() {
+    let c = Controller::start().await;
+    let idp = Idp::real(&c.callback_uri("corp")).await;
+    c.add_provider("corp", &idp.issuer).await;
+    let stored = c.raw("SELECT client_secret FROM identity_providers").await;
+    assert_eq!(stored.len(), 1);
+    assert!(stored[0].starts_with("enc:v1:"), "{}", stored[0]);
+    assert!(!stored[0].contains(CLIENT_SECRET));
+    sign_in(&c, "corp", "alice").await;
+
+    // The same database under another key: the secret does not open, and sign-in says why.
+    let other = c.service.clone().with_secret_key(SecretKey::random());
+    let err = other.oidc_start("corp").await.unwrap_err().to_string();
+    assert!(err.contains("secret key"), "{err}");
+
+    // A legacy plaintext secret still works, and is sealed at the next start.
+    let mut conn = c.service.store().conn().await.unwrap();
+    sqlx::query("UPDATE identity_providers SET client_secret = $1")
+        .bind(CLIENT_SECRET)
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    drop(conn);
+    sign_in(&c, "corp", "alice").await;
+    assert_eq!(c.service.seal_plaintext_secrets().await.unwrap(), 1);
+    let stored = c.raw("SELECT client_secret FROM identity_providers").await;
+    assert!(stored[0].starts_with("enc:v1:"), "{}", stored[0]);
+    sign_in(&c, "corp", "alice").await;
+}
+
+#[tokio::test]
+async fn discovery_and_keys_are_cached_and_refreshed_on_an_unknown_key() {
+    let c = Controller::start().await;
+    let idp = Idp::fake().await;
+    c.add_provider("fake", &idp.issuer).await;
+    let counts = || async {
+        reqwest::get(format!("{}/test/counts", idp.issuer))
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    let cr = &c;
+    let sign_in_fake = |mode: &'static str| async move {
+        let c = cr;
+        let (authorize, binding) = c.begin("fake").await;
+        let callback = browse_to_callback(&with_param(&authorize, "mode", mode), &c.base).await;
+        c.callback(&callback, Some(&binding)).await.status()
+    };
+    for _ in 0..3 {
+        assert_eq!(sign_in_fake("good").await, StatusCode::SEE_OTHER);
+    }
+    let n = counts().await;
+    assert_eq!(n["token"], 3, "{n}");
+    assert_eq!(n["discovery"], 1, "discovery once for three sign-ins: {n}");
+    assert_eq!(n["jwks"], 1, "{n}");
+
+    // The provider rotates its key: the first token with the new key id refreshes the keys.
+    let res = reqwest::Client::new()
+        .post(format!("{}/test/rotate", idp.issuer))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(sign_in_fake("good").await, StatusCode::SEE_OTHER);
+    let n = counts().await;
+    assert_eq!(n["jwks"], 2, "{n}");
+    assert_eq!(n["discovery"], 1, "{n}");
+
+    // A key nobody publishes fails closed, and does not make the keys be fetched again
+    // within a minute.
+    assert_eq!(sign_in_fake("unknown_kid").await, StatusCode::UNAUTHORIZED);
+    assert_eq!(sign_in_fake("unknown_kid").await, StatusCode::UNAUTHORIZED);
+    let n = counts().await;
+    assert_eq!(n["jwks"], 2, "{n}");
+    assert_eq!(c.failures("unknown key id").await, 2);
+}
+
+async fn policy_with(
+    c: &Controller,
+    name: &str,
+    group: &Value,
+    resource: &Value,
+    conditions: Value,
+) {
+    let (status, p) = c
+        .api(
+            Method::POST,
+            "/policies",
+            Some(json!({"name": name, "group_id": group["id"], "resource_id": resource["id"], "conditions": conditions})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{p}");
+}
+
+async fn resource(c: &Controller, site: &Value, name: &str, address: &str) -> Value {
+    let (status, r) = c
+        .api(
+            Method::POST,
+            "/resources",
+            Some(json!({"name": name, "site_id": site["id"], "addresses": [address], "ports": ["tcp/443"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{r}");
+    r
+}
+
+#[tokio::test]
+async fn decisions_use_the_stored_sign_in_unless_the_request_says_otherwise() {
+    let c = Controller::start().await;
+    let idp = Idp::real(&c.callback_uri("corp")).await;
+    c.add_provider("corp", &idp.issuer).await;
+    let (_, site) = c
+        .api(Method::POST, "/sites", Some(json!({"name": "hq"})))
+        .await;
+    let (_, eng) = c
+        .api(
+            Method::POST,
+            "/groups",
+            Some(json!({"name": "engineering"})),
+        )
+        .await;
+    let app = resource(&c, &site, "app", "10.0.5.30").await;
+    policy_with(
+        &c,
+        "corp-mfa",
+        &eng,
+        &app,
+        json!({"identity_provider": "corp", "max_mfa_age_secs": 3600}),
+    )
+    .await;
+    let alice = c.me(&sign_in(&c, "corp", "alice").await).await["user"].clone();
+    let (_, key) = c
+        .api(
+            Method::POST,
+            "/enrollment-keys",
+            Some(json!({"user_id": alice["id"]})),
+        )
+        .await;
+    let (_, device) = c.api(Method::POST, "/devices/enroll", Some(json!({"enrollment_key": key["secret"], "name": "laptop", "public_key": base64_key(9)}))).await;
+    let cr = &c;
+    let ask = |extra: Value| {
+        let mut body = json!({"user_id": alice["id"], "device_id": device["id"], "resource_id": app["id"], "source": "192.0.2.10"});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        async move { cr.api(Method::POST, "/decisions", Some(body)).await.1 }
+    };
+    // Left out: her last sign-in (corp, with MFA from amr/auth_time) decides.
+    let d = ask(json!({})).await;
+    assert_eq!(d["outcome"], "allow", "{d}");
+    // Explicit values still win.
+    let d = ask(json!({"identity_provider": "local"})).await;
+    assert_eq!(d["outcome"], "deny", "{d}");
+    let stale = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(3);
+    let d = ask(json!({"last_mfa_at": stale.to_string()})).await;
+    assert_eq!(d["outcome"], "deny", "{d}");
+    assert!(d.to_string().contains("sign in again"), "{d}");
+
+    // Access requests fill in the same way: allowed (no gateway is online, so 503 after an
+    // allow decision), and denied with an explicit stale MFA.
+    let access = json!({"user_id": alice["id"], "device_id": device["id"], "resource_id": app["id"], "source": "192.0.2.10", "public_key": base64_key(10)});
+    let (status, body) = c.api(Method::POST, "/access", Some(access.clone())).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let mut stale_access = access;
+    stale_access["last_mfa_at"] = json!(stale.to_string());
+    let (status, body) = c.api(Method::POST, "/access", Some(stale_access)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+}
+
+#[tokio::test]
+async fn a_client_approved_from_an_oidc_session_carries_its_provider_and_mfa() {
+    use proto::device::DeviceKey;
+
+    let c = Controller::start().await;
+    let idp = Idp::real(&c.callback_uri("corp")).await;
+    c.add_provider("corp", &idp.issuer).await;
+    let (_, site) = c
+        .api(Method::POST, "/sites", Some(json!({"name": "hq"})))
+        .await;
+    let (_, eng) = c
+        .api(
+            Method::POST,
+            "/groups",
+            Some(json!({"name": "engineering"})),
+        )
+        .await;
+    let fresh = resource(&c, &site, "fresh", "10.0.6.1").await;
+    let strict = resource(&c, &site, "strict", "10.0.6.2").await;
+    let elsewhere = resource(&c, &site, "elsewhere", "10.0.6.3").await;
+    policy_with(
+        &c,
+        "p-fresh",
+        &eng,
+        &fresh,
+        json!({"identity_provider": "corp", "max_mfa_age_secs": 3600}),
+    )
+    .await;
+    policy_with(
+        &c,
+        "p-strict",
+        &eng,
+        &strict,
+        json!({"identity_provider": "corp", "max_mfa_age_secs": 1}),
+    )
+    .await;
+    policy_with(
+        &c,
+        "p-elsewhere",
+        &eng,
+        &elsewhere,
+        json!({"identity_provider": "other-idp"}),
+    )
+    .await;
+
+    let session = sign_in(&c, "corp", "alice").await;
+    // A later sign-in of hers elsewhere (say, a local account) does not change what the
+    // approval from this browser session carries.
+    let mut conn = c.service.store().conn().await.unwrap();
+    sqlx::query("UPDATE users SET last_provider = 'local'")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    drop(conn);
+    let key = DeviceKey::generate();
+    let (status, start) = c
+        .api(
+            Method::POST,
+            "/device-auth",
+            Some(json!({"public_key": key.public_key(), "name": "laptop"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{start}");
+    let res = c
+        .http
+        .post(format!("{}/api/v1/device-auth/approve", c.base))
+        .header("cookie", format!("__Host-postern_session={session}"))
+        .json(&json!({"user_code": start["user_code"], "approve": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        StatusCode::NO_CONTENT,
+        "{}",
+        res.text().await.unwrap_or_default()
+    );
+    let (status, device_session) = c
+        .api(
+            Method::POST,
+            "/device-auth/token",
+            Some(json!({"device_code": start["device_code"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{device_session}");
+
+    let device_id = device_session["device_id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let ctx = c
+        .service
+        .device_session(device_id, device_session["session"].as_str().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let source: std::net::IpAddr = "192.0.2.20".parse().unwrap();
+    let ask = |resource: &Value, key_byte: u8| {
+        let id = resource["id"].as_str().unwrap().parse().unwrap();
+        let service = c.service.clone();
+        let ctx = &ctx;
+        async move {
+            service
+                .client_request_access(ctx, id, &base64_key(key_byte), None, source)
+                .await
+        }
+    };
+    // Allowed by provider and fresh MFA: it goes on to look for a gateway (none is online).
+    let err = ask(&fresh, 20).await.unwrap_err();
+    assert!(err.to_string().contains("gateway"), "{err}");
+    let (_, allowed) = c
+        .api(Method::GET, "/audit?kind=decision.allow&limit=50", None)
+        .await;
+    assert_eq!(allowed.as_array().unwrap().len(), 1, "{allowed}");
+    assert_eq!(allowed[0]["details"]["resource"], fresh["id"]);
+
+    match ask(&elsewhere, 21).await.unwrap() {
+        controller::AccessOutcome::Denied { reasons } => {
+            assert!(!reasons.is_empty());
+        }
+        other => panic!("another provider's policy allowed: {other:?}"),
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    match ask(&strict, 22).await.unwrap() {
+        controller::AccessOutcome::Denied { reasons } => {
+            let text = format!("{reasons:?}");
+            assert!(text.contains("sign in again"), "{text}");
+        }
+        other => panic!("a stale MFA was accepted: {other:?}"),
+    }
 }

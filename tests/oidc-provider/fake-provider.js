@@ -3,6 +3,11 @@
 // bad ones. No npm dependencies. The test, acting as the browser, adds `mode=<attack>` to the
 // authorization request; the code this returns carries the mode and the request's nonce.
 //
+// Test hooks: GET /test/counts says how often discovery and the JWKS were fetched (to
+// check the controller caches them); POST /test/rotate makes a new signing key (published
+// next to the old one, and used from then on) to check that an unknown key id refreshes the
+// cached keys.
+//
 // modes: good, mixup (wrong `iss` response parameter), wrong_nonce, wrong_aud, wrong_iss, expired, unknown_kid, alg_none, bad_signature
 // usage: node fake-provider.js <client_id>
 // prints one line `issuer <url>` on stdout once it listens.
@@ -10,20 +15,23 @@ import http from 'node:http';
 import crypto from 'node:crypto';
 
 const [clientId] = process.argv.slice(2);
-const { privateKey, publicKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+const first = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
 const other = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
-const jwk = { ...publicKey.export({ format: 'jwk' }), kid: 'test-key', alg: 'RS256', use: 'sig' };
+const publish = (pair, kid) => ({ ...pair.publicKey.export({ format: 'jwk' }), kid, alg: 'RS256', use: 'sig' });
+const jwks = [publish(first, 'test-key')];
+let signing = { privateKey: first.privateKey, kid: 'test-key' };
+const counts = { discovery: 0, jwks: 0, token: 0 };
 
 const b64 = (v) => Buffer.from(typeof v === 'string' ? v : JSON.stringify(v)).toString('base64url');
 
 function idToken(issuer, mode, nonce) {
   const now = Math.floor(Date.now() / 1000);
-  const header = { alg: 'RS256', typ: 'JWT', kid: 'test-key' };
+  const header = { alg: 'RS256', typ: 'JWT', kid: signing.kid };
   const claims = {
     iss: issuer, sub: 'mallory', aud: clientId, iat: now, exp: now + 300, nonce,
     email: 'mallory@example.com', name: 'Mallory', groups: ['engineering'],
   };
-  let key = privateKey;
+  let key = signing.privateKey;
   switch (mode) {
     case 'wrong_nonce': claims.nonce = 'not-the-nonce'; break;
     case 'wrong_aud': claims.aud = 'some-other-client'; break;
@@ -48,7 +56,16 @@ const server = http.createServer((req, res) => {
     res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' });
     res.end(JSON.stringify(body));
   };
+  if (url.pathname === '/test/counts') return json(200, counts);
+  if (url.pathname === '/test/rotate' && req.method === 'POST') {
+    const pair = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+    const kid = `test-key-${jwks.length + 1}`;
+    jwks.push(publish(pair, kid));
+    signing = { privateKey: pair.privateKey, kid };
+    return json(200, { kid });
+  }
   if (url.pathname === '/.well-known/openid-configuration') {
+    counts.discovery += 1;
     return json(200, {
       issuer,
       authorization_endpoint: `${issuer}/authorize`,
@@ -61,7 +78,10 @@ const server = http.createServer((req, res) => {
       token_endpoint_auth_methods_supported: ['client_secret_basic', 'client_secret_post'],
     });
   }
-  if (url.pathname === '/jwks') return json(200, { keys: [jwk] });
+  if (url.pathname === '/jwks') {
+    counts.jwks += 1;
+    return json(200, { keys: jwks });
+  }
   if (url.pathname === '/authorize') {
     const q = url.searchParams;
     const code = b64({ mode: q.get('mode') || 'good', nonce: q.get('nonce') });
@@ -74,6 +94,7 @@ const server = http.createServer((req, res) => {
     return res.end();
   }
   if (url.pathname === '/token' && req.method === 'POST') {
+    counts.token += 1;
     let body = '';
     req.on('data', (c) => { body += c; });
     req.on('end', () => {

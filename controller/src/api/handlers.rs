@@ -45,6 +45,8 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(get_resource, update_resource, delete_resource))
         .routes(routes!(list_users, create_user))
         .routes(routes!(get_user, update_user, delete_user))
+        .routes(routes!(list_user_identities, link_identity))
+        .routes(routes!(unlink_identity))
         .routes(routes!(set_password))
         .routes(routes!(reset_totp))
         .routes(routes!(login))
@@ -498,6 +500,47 @@ async fn delete_user(
     Id(id): Id<UserId>,
 ) -> Result<Response, ApiError> {
     s.service.delete_user(&a, id).await?;
+    Ok(no_content())
+}
+
+/// Lists the OpenID identities that sign in as a user (admins and auditors).
+#[utoipa::path(get, path = "/users/{id}/identities", tag = "users", params(("id" = String, Path)),
+    responses((status = 200, body = Vec<crate::store::Identity>), (status = 404, body = ErrorBody)))]
+async fn list_user_identities(
+    State(s): State<AppState>,
+    Auth(a): Auth,
+    Id(id): Id<UserId>,
+) -> Res<Vec<crate::store::Identity>> {
+    Ok(Json(s.service.list_user_identities(&a, id).await?))
+}
+
+/// Links an existing identity (of another user) to this user: it signs in as this user from
+/// now on. The same e-mail address at two providers is two users until an admin links them.
+#[utoipa::path(post, path = "/users/{id}/identities", tag = "users", params(("id" = String, Path)),
+    request_body = crate::oidc::LinkIdentityInput,
+    responses((status = 200, body = crate::oidc::IdentityLink), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn link_identity(
+    State(s): State<AppState>,
+    Auth(a): Auth,
+    Id(id): Id<UserId>,
+    Body(input): Body<crate::oidc::LinkIdentityInput>,
+) -> Res<crate::oidc::IdentityLink> {
+    Ok(Json(
+        s.service.link_identity(&a, id, input.identity_id).await?,
+    ))
+}
+
+/// Unlinks an identity from a user: it is forgotten, and its next sign-in makes a new user.
+/// Refused (409) when it is the user's only way to sign in.
+#[utoipa::path(delete, path = "/users/{id}/identities/{identity_id}", tag = "users",
+    params(("id" = String, Path), ("identity_id" = String, Path)),
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn unlink_identity(
+    State(s): State<AppState>,
+    Auth(a): Auth,
+    Id((user, identity)): Id<(UserId, uuid::Uuid)>,
+) -> Result<Response, ApiError> {
+    s.service.unlink_identity(&a, user, identity).await?;
     Ok(no_content())
 }
 

@@ -1,7 +1,9 @@
 //! The browser side of OIDC sign-in: `/auth/oidc/{provider}/start` redirects to the provider
 //! and sets the cookie that binds the sign-in to this browser; `/auth/oidc/{provider}/callback`
-//! finishes it, sets the session cookie and redirects to `/`. Failures answer with a JSON
-//! error that says what went wrong.
+//! finishes it, sets the session cookie and redirects to `/`. A person's browser is what
+//! follows these links, so failures answer with a small self-contained HTML page that says
+//! what went wrong and links to a new attempt (a client that asks for JSON gets the API's
+//! JSON error).
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -42,16 +44,96 @@ fn see_other(to: &str) -> Response {
     res
 }
 
+fn wants_json(headers: &HeaderMap) -> bool {
+    let accept = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(",");
+    accept.contains("application/json") && !accept.contains("text/html")
+}
+
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The failure of a sign-in as the person's browser should see it: an HTML page with the
+/// reason and a link to start again, or the JSON error for a client that asks for JSON.
+fn failure(headers: &HeaderMap, provider: &str, e: crate::service::ServiceError) -> Response {
+    let retry = !matches!(e, crate::service::ServiceError::NotFound(_))
+        && !provider.is_empty()
+        && provider
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    let error = ApiError::from(e);
+    if wants_json(headers) {
+        return error.into_response();
+    }
+    let status = error.status;
+    let message = escape(&error.detail.message);
+    let again = if retry {
+        format!(
+            "<p><a href=\"/auth/oidc/{provider}/start\">Sign in with {} again</a></p>",
+            escape(provider)
+        )
+    } else {
+        String::new()
+    };
+    let body = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>Sign-in failed · Postern</title></head>\
+         <body><main><h1>Sign-in failed</h1><p id=\"reason\">{message}</p>{again}\
+         <p><a href=\"/signin\">Back to the sign-in page</a></p></main></body></html>\n"
+    );
+    let mut res = (status, axum::response::Html(body)).into_response();
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        header::HeaderValue::from_static(
+            "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+        ),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        header::HeaderValue::from_static("no-referrer"),
+    );
+    res
+}
+
 /// Starts a sign-in with the named identity provider.
 pub(super) async fn start(
     State(s): State<AppState>,
     Path(provider): Path<String>,
-) -> Result<Response, ApiError> {
-    let start = s.service.oidc_start(&provider).await?;
-    Ok(with_cookie(
-        see_other(&start.redirect_to),
-        browser_cookie_header(&start.browser_token),
-    ))
+    headers: HeaderMap,
+) -> Response {
+    match s.service.oidc_start(&provider).await {
+        Ok(start) => with_cookie(
+            see_other(&start.redirect_to),
+            browser_cookie_header(&start.browser_token),
+        ),
+        Err(e) => failure(&headers, &provider, e),
+    }
 }
 
 /// Finishes a sign-in: the provider redirects the browser here.
@@ -70,6 +152,6 @@ pub(super) async fn callback(
             let res = with_cookie(see_other("/"), session_cookie_header(&session.token));
             with_cookie(res, cleared_browser_cookie())
         }
-        Err(e) => with_cookie(ApiError::from(e).into_response(), cleared_browser_cookie()),
+        Err(e) => with_cookie(failure(&headers, &provider, e), cleared_browser_cookie()),
     }
 }

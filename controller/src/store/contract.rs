@@ -126,6 +126,10 @@ contract!(
     oidc_identities_are_unique_per_issuer_and_subject,
     device_sign_ins_are_decided_once_and_used_once,
     device_sessions_renew_and_end,
+    identity_providers_update_and_reseal,
+    identities_list_move_and_delete,
+    plaintext_totp_secrets_are_found_and_resealed,
+    web_sessions_end_by_provider,
 );
 
 async fn site(s: &Store, name: &str) -> Site {
@@ -1054,6 +1058,7 @@ fn web_session(u: UserId, created: Timestamp) -> WebSession {
         expires_at: created + SignedDuration::from_hours(12),
         mfa_at: None,
         ended_at: None,
+        provider: Some("local".into()),
     }
 }
 
@@ -1191,6 +1196,7 @@ fn provider(name: &str) -> IdentityProvider {
         groups_claim: "groups".into(),
         scopes: vec!["email".into(), "profile".into()],
         created_at: now(),
+        config_managed: false,
     }
 }
 
@@ -1491,4 +1497,198 @@ async fn device_sessions_renew_and_end(s: &Store) {
     assert!(!advance_posture_seq(&mut c, d3.id, 4).await.unwrap());
     assert!(advance_posture_seq(&mut c, d3.id, 6).await.unwrap());
     assert_eq!(device_by_public_key(&mut c, "k3").await.unwrap(), Some(d3));
+}
+
+async fn identity_providers_update_and_reseal(s: &Store) {
+    let mut p = provider("managed");
+    let mut c = s.begin().await.unwrap();
+    insert_provider(&mut c, &p, "plain").await.unwrap();
+    c.commit().await.unwrap();
+    let mut c = s.begin().await.unwrap();
+    p.issuer = "https://new.example.com".into();
+    p.scopes = vec!["email".into()];
+    p.config_managed = true;
+    assert!(update_provider(&mut c, &p, "enc:v1:x").await.unwrap());
+    assert!(
+        !update_provider(&mut c, &provider("missing"), "x")
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        provider_by_name(&mut c, "managed").await.unwrap(),
+        Some((p.clone(), "enc:v1:x".to_owned()))
+    );
+    assert!(
+        provider_secrets(&mut c)
+            .await
+            .unwrap()
+            .contains(&(p.id, "enc:v1:x".to_owned()))
+    );
+    assert!(
+        !reseal_provider_secret(&mut c, p.id, "stale", "enc:v1:y")
+            .await
+            .unwrap(),
+        "only when the stored value is still the one read"
+    );
+    assert!(
+        reseal_provider_secret(&mut c, p.id, "enc:v1:x", "enc:v1:y")
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        provider_by_name(&mut c, "managed")
+            .await
+            .unwrap()
+            .unwrap()
+            .1,
+        "enc:v1:y"
+    );
+    c.commit().await.unwrap();
+}
+
+async fn identities_list_move_and_delete(s: &Store) {
+    let p = provider("idp-move");
+    let a = user(s, "move-a@example.com").await;
+    let b = user(s, "move-b@example.com").await;
+    let mut c = s.begin().await.unwrap();
+    insert_provider(&mut c, &p, "x").await.unwrap();
+    insert_identity(
+        &mut c,
+        &OidcIdentity {
+            issuer: "https://move",
+            subject: "7",
+            provider_id: p.id,
+            user_id: a.id,
+            email: Some("move-a@example.com"),
+        },
+        now(),
+    )
+    .await
+    .unwrap();
+    c.commit().await.unwrap();
+    let mut c = s.begin().await.unwrap();
+    let listed = list_identities(&mut c, a.id).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    let ident = listed[0].clone();
+    assert_eq!(ident.provider.as_deref(), Some("idp-move"));
+    assert_eq!(ident.subject, "7");
+    assert_eq!(ident.email.as_deref(), Some("move-a@example.com"));
+    assert_eq!(
+        get_identity(&mut c, ident.id).await.unwrap(),
+        Some(ident.clone())
+    );
+    assert!(move_identity(&mut c, ident.id, b.id).await.unwrap());
+    assert!(list_identities(&mut c, a.id).await.unwrap().is_empty());
+    assert_eq!(
+        identity_user(&mut c, "https://move", "7").await.unwrap(),
+        Some(b.id)
+    );
+    assert!(delete_provider(&mut c, p.id).await.unwrap());
+    assert_eq!(
+        get_identity(&mut c, ident.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .provider,
+        None,
+        "a removed provider's identities stay, nameless"
+    );
+    assert!(delete_identity(&mut c, ident.id).await.unwrap());
+    assert!(!delete_identity(&mut c, ident.id).await.unwrap());
+    assert!(!move_identity(&mut c, ident.id, a.id).await.unwrap());
+    assert_eq!(
+        identity_user(&mut c, "https://move", "7").await.unwrap(),
+        None
+    );
+    c.commit().await.unwrap();
+}
+
+async fn plaintext_totp_secrets_are_found_and_resealed(s: &Store) {
+    let a = user(s, "plain-totp@example.com").await;
+    let b = user(s, "sealed-totp@example.com").await;
+    let mut c = s.begin().await.unwrap();
+    set_pending_totp(&mut c, a.id, "JBSWY3DPEHPK3PXP", now())
+        .await
+        .unwrap();
+    set_pending_totp(&mut c, b.id, "enc:v1:abc", now())
+        .await
+        .unwrap();
+    assert!(confirm_totp(&mut c, a.id, 5, now()).await.unwrap());
+    c.commit().await.unwrap();
+    let mut c = s.begin().await.unwrap();
+    let found = plaintext_totp_secrets(&mut c).await.unwrap();
+    assert!(found.contains(&(a.id, "JBSWY3DPEHPK3PXP".to_owned())));
+    assert!(!found.iter().any(|(u, _)| *u == b.id));
+    assert!(
+        reseal_totp_secret(&mut c, a.id, "JBSWY3DPEHPK3PXP", "enc:v1:def")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !reseal_totp_secret(&mut c, a.id, "JBSWY3DPEHPK3PXP", "enc:v1:ghi")
+            .await
+            .unwrap()
+    );
+    let creds = get_credentials(&mut c, a.id).await.unwrap().unwrap();
+    assert_eq!(creds.totp_secret.as_deref(), Some("enc:v1:def"));
+    assert!(creds.totp_confirmed, "resealing keeps the enrollment");
+    assert_eq!(creds.totp_last_step, Some(5));
+    assert!(
+        !plaintext_totp_secrets(&mut c)
+            .await
+            .unwrap()
+            .iter()
+            .any(|(u, _)| *u == a.id)
+    );
+    c.commit().await.unwrap();
+}
+
+async fn web_sessions_end_by_provider(s: &Store) {
+    let u = user(s, "ws-provider@example.com").await;
+    let local = web_session(u.id, now());
+    let corp = WebSession {
+        provider: Some("corp".into()),
+        ..web_session(u.id, now())
+    };
+    let mut c = s.begin().await.unwrap();
+    insert_web_session(&mut c, &local, "hash-local")
+        .await
+        .unwrap();
+    insert_web_session(&mut c, &corp, "hash-corp")
+        .await
+        .unwrap();
+    c.commit().await.unwrap();
+    let mut c = s.begin().await.unwrap();
+    assert_eq!(
+        web_session_by_token(&mut c, "hash-corp")
+            .await
+            .unwrap()
+            .unwrap()
+            .provider
+            .as_deref(),
+        Some("corp")
+    );
+    assert_eq!(
+        end_provider_web_sessions(&mut c, u.id, "corp", now(), "identity unlinked")
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(
+        web_session_by_token(&mut c, "hash-corp")
+            .await
+            .unwrap()
+            .unwrap()
+            .ended_at
+            .is_some()
+    );
+    assert!(
+        web_session_by_token(&mut c, "hash-local")
+            .await
+            .unwrap()
+            .unwrap()
+            .ended_at
+            .is_none()
+    );
+    c.commit().await.unwrap();
 }

@@ -128,6 +128,40 @@ pub(crate) async fn set_pending_totp(
     Ok(())
 }
 
+/// The TOTP secrets still stored in plain text (written before secrets were sealed), by user.
+pub(crate) async fn plaintext_totp_secrets(
+    c: &mut Conn,
+) -> Result<Vec<(UserId, String)>, StoreError> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT user_id, totp_secret FROM local_credentials WHERE totp_secret IS NOT NULL \
+         AND totp_secret NOT LIKE 'enc:%' ORDER BY user_id",
+    )
+    .fetch_all(c)
+    .await?;
+    rows.into_iter()
+        .map(|(u, s)| Ok((user_id("local_credentials", &u)?, s)))
+        .collect()
+}
+
+/// Replaces a stored TOTP secret by another form of the same secret (sealing a plaintext
+/// one), if it is still `old`; true when it was replaced. The enrollment state is kept.
+pub(crate) async fn reseal_totp_secret(
+    c: &mut Conn,
+    user: UserId,
+    old: &str,
+    new: &str,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE local_credentials SET totp_secret = $3 WHERE user_id = $1 AND totp_secret = $2",
+    )
+    .bind(user.to_string())
+    .bind(old)
+    .bind(new)
+    .execute(c)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
 /// Confirms a pending TOTP secret, recording the step of the code that confirmed it.
 pub(crate) async fn confirm_totp(
     c: &mut Conn,
@@ -359,6 +393,10 @@ pub struct WebSession {
     /// When it ended, if it did.
     #[schema(value_type = Option<String>, format = DateTime)]
     pub ended_at: Option<Timestamp>,
+    /// The identity provider it was signed in with (`local` or a provider's name); absent
+    /// for sessions older than this record.
+    #[serde(default)]
+    pub provider: Option<String>,
 }
 
 #[derive(FromRow)]
@@ -370,9 +408,11 @@ struct WebSessionRow {
     expires_at: i64,
     mfa_at: Option<i64>,
     ended_at: Option<i64>,
+    provider: Option<String>,
 }
 
-const SESSION_COLUMNS: &str = "id, user_id, created_at, last_seen_at, expires_at, mfa_at, ended_at";
+const SESSION_COLUMNS: &str =
+    "id, user_id, created_at, last_seen_at, expires_at, mfa_at, ended_at, provider";
 
 impl WebSessionRow {
     fn into_model(self) -> Result<WebSession, StoreError> {
@@ -387,6 +427,7 @@ impl WebSessionRow {
             expires_at: ts(self.expires_at),
             mfa_at: opt_ts(self.mfa_at),
             ended_at: opt_ts(self.ended_at),
+            provider: self.provider,
         })
     }
 }
@@ -398,7 +439,7 @@ pub(crate) async fn insert_web_session(
 ) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO web_sessions (id, token_hash, user_id, created_at, last_seen_at, \
-         expires_at, mfa_at, ended_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+         expires_at, mfa_at, ended_at, provider) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(s.id.to_string())
     .bind(token_hash)
@@ -408,6 +449,7 @@ pub(crate) async fn insert_web_session(
     .bind(ms(s.expires_at))
     .bind(opt_ms(s.mfa_at))
     .bind(opt_ms(s.ended_at))
+    .bind(s.provider.as_deref())
     .execute(c)
     .await?;
     Ok(())
@@ -508,6 +550,27 @@ pub(crate) async fn end_user_web_sessions(
     .bind(ms(now))
     .bind(reason)
     .bind(keep.map_or_else(String::new, |k| k.to_string()))
+    .execute(c)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Ends every live session of a user that was signed in with `provider`; returns how many.
+pub(crate) async fn end_provider_web_sessions(
+    c: &mut Conn,
+    user: UserId,
+    provider: &str,
+    now: Timestamp,
+    reason: &str,
+) -> Result<u64, StoreError> {
+    let done = sqlx::query(
+        "UPDATE web_sessions SET ended_at = $3, end_reason = $4 \
+         WHERE user_id = $1 AND provider = $2 AND ended_at IS NULL",
+    )
+    .bind(user.to_string())
+    .bind(provider)
+    .bind(ms(now))
+    .bind(reason)
     .execute(c)
     .await?;
     Ok(done.rows_affected())

@@ -17,8 +17,8 @@ use sqlx::{AnyConnection, AnyPool, ConnectOptions};
 pub(crate) use device::*;
 pub use local::WebSession;
 pub(crate) use local::*;
-pub use oidc::IdentityProvider;
 pub(crate) use oidc::*;
+pub use oidc::{Identity, IdentityProvider};
 pub(crate) use rows::*;
 pub use rows::{ApiToken, AuditEvent, AuditFilter, EnrollmentKey, GatewayToken, GrantFilter};
 

@@ -38,6 +38,10 @@ pub struct IdentityProvider {
     /// When it was added.
     #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
+    /// Whether it comes from the controller's config file (`--config`): then it is changed
+    /// there, and the API refuses to change or delete it.
+    #[serde(default)]
+    pub config_managed: bool,
 }
 
 #[derive(FromRow)]
@@ -50,6 +54,7 @@ struct ProviderRow {
     groups_claim: String,
     scopes: String,
     created_at: i64,
+    config_managed: i64,
 }
 
 impl ProviderRow {
@@ -63,6 +68,7 @@ impl ProviderRow {
                 groups_claim: self.groups_claim,
                 scopes: self.scopes.split_whitespace().map(str::to_owned).collect(),
                 created_at: ts(self.created_at),
+                config_managed: self.config_managed != 0,
             },
             self.client_secret,
         ))
@@ -70,7 +76,7 @@ impl ProviderRow {
 }
 
 const PROVIDER_COLUMNS: &str =
-    "id, name, issuer, client_id, client_secret, groups_claim, scopes, created_at";
+    "id, name, issuer, client_id, client_secret, groups_claim, scopes, created_at, config_managed";
 
 pub(crate) async fn insert_provider(
     c: &mut Conn,
@@ -78,7 +84,7 @@ pub(crate) async fn insert_provider(
     client_secret: &str,
 ) -> Result<(), StoreError> {
     sqlx::query(&format!(
-        "INSERT INTO identity_providers ({PROVIDER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+        "INSERT INTO identity_providers ({PROVIDER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
     ))
     .bind(p.id.to_string())
     .bind(&p.name)
@@ -88,9 +94,63 @@ pub(crate) async fn insert_provider(
     .bind(&p.groups_claim)
     .bind(p.scopes.join(" "))
     .bind(ms(p.created_at))
+    .bind(super::flag(p.config_managed))
     .execute(c)
     .await?;
     Ok(())
+}
+
+/// Changes a provider (all but its id, name and creation time); false when it does not exist.
+pub(crate) async fn update_provider(
+    c: &mut Conn,
+    p: &IdentityProvider,
+    client_secret: &str,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE identity_providers SET issuer = $2, client_id = $3, client_secret = $4, \
+         groups_claim = $5, scopes = $6, config_managed = $7 WHERE id = $1",
+    )
+    .bind(p.id.to_string())
+    .bind(&p.issuer)
+    .bind(&p.client_id)
+    .bind(client_secret)
+    .bind(&p.groups_claim)
+    .bind(p.scopes.join(" "))
+    .bind(super::flag(p.config_managed))
+    .execute(c)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Every provider's stored client secret (sealed or legacy plaintext), by provider id.
+pub(crate) async fn provider_secrets(
+    c: &mut Conn,
+) -> Result<Vec<(uuid::Uuid, String)>, StoreError> {
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT id, client_secret FROM identity_providers ORDER BY id")
+            .fetch_all(c)
+            .await?;
+    rows.into_iter()
+        .map(|(id, s)| Ok((parse("identity_providers", &id)?, s)))
+        .collect()
+}
+
+/// Replaces a provider's stored client secret if it is still `old`; true when it was.
+pub(crate) async fn reseal_provider_secret(
+    c: &mut Conn,
+    id: uuid::Uuid,
+    old: &str,
+    new: &str,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE identity_providers SET client_secret = $3 WHERE id = $1 AND client_secret = $2",
+    )
+    .bind(id.to_string())
+    .bind(old)
+    .bind(new)
+    .execute(c)
+    .await?;
+    Ok(done.rows_affected() > 0)
 }
 
 pub(crate) async fn list_providers(c: &mut Conn) -> Result<Vec<IdentityProvider>, StoreError> {
@@ -299,6 +359,117 @@ pub(crate) async fn touch_identity(
     .execute(c)
     .await?;
     Ok(())
+}
+
+/// An identity at an OpenID provider as admins see it: who vouches for it and whose it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Identity {
+    /// The identity's id (used to link or unlink it).
+    pub id: uuid::Uuid,
+    /// The user it signs in as.
+    #[schema(value_type = String)]
+    pub user_id: UserId,
+    /// The identity provider it signed in through.
+    pub provider_id: uuid::Uuid,
+    /// That provider's name; absent when the provider was removed.
+    pub provider: Option<String>,
+    /// The issuer of its ID tokens.
+    pub issuer: String,
+    /// The subject (`sub`) the issuer names it by.
+    pub subject: String,
+    /// The e-mail address the provider last asserted.
+    pub email: Option<String>,
+    /// When it first signed in.
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
+    /// When it last signed in.
+    #[schema(value_type = String, format = DateTime)]
+    pub last_sign_in_at: Timestamp,
+}
+
+#[derive(FromRow)]
+struct IdentityRow {
+    id: String,
+    user_id: String,
+    provider_id: String,
+    provider: Option<String>,
+    issuer: String,
+    subject: String,
+    email: Option<String>,
+    created_at: i64,
+    last_sign_in_at: i64,
+}
+
+impl IdentityRow {
+    fn into_model(self) -> Result<Identity, StoreError> {
+        Ok(Identity {
+            id: parse("oidc_identities", &self.id)?,
+            user_id: parse("oidc_identities", &self.user_id)?,
+            provider_id: parse("oidc_identities", &self.provider_id)?,
+            provider: self.provider,
+            issuer: self.issuer,
+            subject: self.subject,
+            email: self.email,
+            created_at: ts(self.created_at),
+            last_sign_in_at: ts(self.last_sign_in_at),
+        })
+    }
+}
+
+const IDENTITY_SELECT: &str = "SELECT i.id, i.user_id, i.provider_id, p.name AS provider, \
+     i.issuer, i.subject, i.email, i.created_at, i.last_sign_in_at FROM oidc_identities i \
+     LEFT JOIN identity_providers p ON p.id = i.provider_id";
+
+/// A user's identities, oldest first.
+pub(crate) async fn list_identities(
+    c: &mut Conn,
+    user: UserId,
+) -> Result<Vec<Identity>, StoreError> {
+    sqlx::query_as::<_, IdentityRow>(&format!(
+        "{IDENTITY_SELECT} WHERE i.user_id = $1 ORDER BY i.created_at, i.id"
+    ))
+    .bind(user.to_string())
+    .fetch_all(c)
+    .await?
+    .into_iter()
+    .map(IdentityRow::into_model)
+    .collect()
+}
+
+/// One identity by its id.
+pub(crate) async fn get_identity(
+    c: &mut Conn,
+    id: uuid::Uuid,
+) -> Result<Option<Identity>, StoreError> {
+    sqlx::query_as::<_, IdentityRow>(&format!("{IDENTITY_SELECT} WHERE i.id = $1"))
+        .bind(id.to_string())
+        .fetch_optional(c)
+        .await?
+        .map(IdentityRow::into_model)
+        .transpose()
+}
+
+/// Makes an identity sign in as `user`; false when it does not exist.
+pub(crate) async fn move_identity(
+    c: &mut Conn,
+    id: uuid::Uuid,
+    user: UserId,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query("UPDATE oidc_identities SET user_id = $2 WHERE id = $1")
+        .bind(id.to_string())
+        .bind(user.to_string())
+        .execute(c)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Forgets an identity: its next sign-in makes a new user. False when it did not exist.
+pub(crate) async fn delete_identity(c: &mut Conn, id: uuid::Uuid) -> Result<bool, StoreError> {
+    let done = sqlx::query("DELETE FROM oidc_identities WHERE id = $1")
+        .bind(id.to_string())
+        .execute(c)
+        .await?;
+    Ok(done.rows_affected() > 0)
 }
 
 /// The groups whose membership of `user` came from `provider`'s group claim.
