@@ -136,15 +136,32 @@ impl std::fmt::Debug for DeviceSession {
     }
 }
 
-/// A device enrolled with an enrollment key: the device and its first session.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+/// A device enrolled with an enrollment key: the device's fields, and its first session in
+/// the fields of a [`DeviceSession`] (`device_id`, `user_name`, `session`,
+/// `session_expires_at`; `user_id` is the device's).
+#[derive(Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EnrolledDevice {
     /// The device.
     #[serde(flatten)]
     pub device: Device,
-    /// Its session.
-    #[serde(flatten)]
-    pub session: DeviceSession,
+    /// The device again, as in a [`DeviceSession`].
+    pub device_id: DeviceId,
+    /// The owner's e-mail address.
+    pub user_name: String,
+    /// The session secret. Keep it 0600; never log it.
+    pub session: String,
+    /// When it ends unless renewed.
+    #[schema(value_type = String, format = DateTime)]
+    pub session_expires_at: Timestamp,
+}
+
+impl std::fmt::Debug for EnrolledDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnrolledDevice")
+            .field("device", &self.device)
+            .field("session_expires_at", &self.session_expires_at)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A connected client's valid session, with its user and device.
@@ -518,7 +535,13 @@ impl Service {
             .create_device_session(&mut tx, &user, &device, None, Some("enrollment_key"), now)
             .await?;
         tx.commit().await?;
-        Ok(EnrolledDevice { device, session })
+        Ok(EnrolledDevice {
+            device_id: device.id,
+            device,
+            user_name: session.user_name,
+            session: session.session,
+            session_expires_at: session.session_expires_at,
+        })
     }
 
     async fn create_device_session(
@@ -905,5 +928,28 @@ mod tests {
             code
         );
         assert_ne!(user_code(), user_code());
+    }
+
+    #[test]
+    fn an_enrolled_device_names_each_field_once() {
+        let device = Device {
+            id: DeviceId::new(),
+            user_id: UserId::new(),
+            name: "build".into(),
+            public_key: "pk".into(),
+            disabled: false,
+            created_at: Timestamp::UNIX_EPOCH,
+            last_seen_at: None,
+        };
+        let enrolled = EnrolledDevice {
+            device_id: device.id,
+            device,
+            user_name: "ann@example.com".into(),
+            session: "pds_secret".into(),
+            session_expires_at: Timestamp::UNIX_EPOCH,
+        };
+        let text = serde_json::to_string(&enrolled).unwrap();
+        assert_eq!(text.matches("\"user_id\"").count(), 1, "{text}");
+        assert!(!format!("{enrolled:?}").contains("pds_secret"));
     }
 }

@@ -125,6 +125,8 @@ struct Peer {
     deadline: Instant,
     tunn: Box<Tunn>,
     endpoint: Option<SocketAddr>,
+    /// When the peer last sent something authenticated (handshake, data, keepalive).
+    last_rx: Option<Instant>,
 }
 
 /// Everything a packet handler writes to besides the peer it works on.
@@ -339,6 +341,7 @@ impl GatewayTunnel {
                 deadline,
                 tunn: Box::new(tunn),
                 endpoint: None,
+                last_rx: None,
             },
         );
         self.index(index);
@@ -460,6 +463,7 @@ impl GatewayTunnel {
                 if message_type == 4 {
                     // A keepalive: authenticated, so the peer may have roamed.
                     peer.endpoint = Some(from);
+                    peer.last_rx = Some(now);
                 }
                 None
             }
@@ -474,6 +478,7 @@ impl GatewayTunnel {
                     return None;
                 }
                 peer.endpoint = Some(from);
+                peer.last_rx = Some(now);
                 self.out.transmit(from, reply);
                 // Answering an initiation, or the keepalive after our own initiation's response.
                 if message_type == 1 || message_type == 2 {
@@ -488,6 +493,7 @@ impl GatewayTunnel {
             }
             TunnResult::WriteToTunnelV4(packet, _) | TunnResult::WriteToTunnelV6(packet, _) => {
                 peer.endpoint = Some(from);
+                peer.last_rx = Some(now);
                 let Ok(parsed) = IpPacket::parse(packet) else {
                     self.out.drop(DropReason::MalformedPacket);
                     return None;
@@ -527,8 +533,9 @@ impl GatewayTunnel {
     /// protocol and source port, and encrypts the packet to that grant's peer. `buf` must hold
     /// `packet.len() + OVERHEAD` bytes and at least [`MIN_BUFFER`].
     ///
-    /// When several grants of one device match (overlapping resources), the one added first
-    /// wins.
+    /// When several grants of one device match (overlapping resources, or a renewal and the
+    /// grant it replaces), the one whose peer was heard from last wins, so replies follow the
+    /// tunnel the device uses now; among peers never heard from, the one added first.
     pub fn handle_tun_input<'b>(
         &mut self,
         packet: &[u8],
@@ -546,10 +553,17 @@ impl GatewayTunnel {
             return None;
         };
         let candidates = self.by_address.get(&parsed.dst()).map(Vec::as_slice);
-        let index = candidates.unwrap_or_default().iter().copied().find(|i| {
-            let c = &self.peers[i].config;
-            filter::outbound(&parsed, c.tunnel_address, &c.resource)
-        });
+        let mut index = None;
+        let mut newest = None;
+        for &i in candidates.unwrap_or_default() {
+            let p = &self.peers[&i];
+            if (index.is_none() || p.last_rx > newest)
+                && filter::outbound(&parsed, p.config.tunnel_address, &p.config.resource)
+            {
+                index = Some(i);
+                newest = p.last_rx;
+            }
+        }
         let Some(peer) = index.and_then(|i| self.peers.get_mut(&i)) else {
             self.out.drop(DropReason::TunNoGrant);
             return None;

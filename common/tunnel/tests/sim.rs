@@ -761,6 +761,39 @@ fn one_device_with_two_grants() {
 }
 
 #[test]
+fn replies_follow_the_grant_the_device_used_last() {
+    // A stale grant (e.g. left by a crashed client) and its replacement share the device's
+    // tunnel address and resource; replies must reach the tunnel in use, not the older one.
+    let mut w = World::new(11, 0, 5, 100);
+    let c = w.add_client();
+    let old = w.grant(c, ssh_resource(), Duration::from_secs(3600), true);
+    let p = w.packet(c, old, Protocol::Tcp, "10.0.5.20", 22, 0);
+    w.send(c, old, &p);
+    w.run(Duration::from_secs(1));
+    assert_eq!(w.replies(c, old, w.seq), 1);
+
+    let new = w.grant(c, ssh_resource(), Duration::from_secs(3600), true);
+    let p = w.packet(c, new, Protocol::Tcp, "10.0.5.20", 22, 0);
+    w.send(c, new, &p);
+    let seq = w.seq;
+    w.run(Duration::from_secs(1));
+    assert!(w.delivered_seq(seq));
+    assert_eq!(
+        w.replies(c, new, seq),
+        1,
+        "the reply went to the stale grant"
+    );
+    assert_eq!(w.replies(c, old, seq), 0);
+
+    // And back: the old tunnel speaks again, so its replies go to it.
+    let p = w.packet(c, old, Protocol::Tcp, "10.0.5.20", 22, 0);
+    w.send(c, old, &p);
+    let seq = w.seq;
+    w.run(Duration::from_millis(200));
+    assert_eq!(w.replies(c, old, seq), 1);
+}
+
+#[test]
 fn handshakes_under_load_get_cookies_and_still_complete() {
     let mut w = World::new(10, 0, 5, 2);
     let mut slots = Vec::new();

@@ -20,11 +20,24 @@ static BUILD: Once = Once::new();
 /// Builds the controller and gateway binaries of the running profile, once per process, so
 /// the tests never run stale binaries.
 pub fn build_binaries() {
+    // POSTERN_E2E_PREBUILT=1 uses the binaries already in target/ (e.g. while another crate of
+    // the workspace does not build).
+    if std::env::var_os("POSTERN_E2E_PREBUILT").is_some() {
+        return;
+    }
     BUILD.call_once(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let profile_dir = workspace_binary("");
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-p", "postern-controller", "-p", "postern-gateway"]);
+        cmd.args([
+            "build",
+            "-p",
+            "postern-controller",
+            "-p",
+            "postern-gateway",
+            "-p",
+            "postern-client",
+        ]);
         if profile_dir.file_name().is_some_and(|n| n == "release") {
             cmd.arg("--release");
         }
@@ -83,6 +96,21 @@ impl Api {
                 serde_json::from_str(&text).unwrap_or(Value::String(text)),
             ))
         })?
+    }
+
+    /// The controller's base URL (`https://host:port`).
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The controller's certificate (PEM).
+    pub fn ca_pem(&self) -> &[u8] {
+        &self.ca_pem
+    }
+
+    /// The namespace the requests run in (`/var/run/netns/NAME`).
+    pub fn ns_path(&self) -> &str {
+        &self.ns_path
     }
 
     /// Like [`Api::call`], but fails unless the status is 2xx.

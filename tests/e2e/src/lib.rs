@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+pub mod client;
 pub mod deploy;
 pub mod measure;
 pub mod topology;
