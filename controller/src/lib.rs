@@ -17,6 +17,7 @@ mod service;
 mod store;
 mod tls;
 mod totp;
+mod web;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -206,6 +207,7 @@ pub async fn serve(
             &config.tls_names,
         )?
     };
+    web::set_control_fingerprint(&identity.fingerprint);
     let control = ControlEndpoint::start(service.clone(), addr, &identity)?;
     let quic = control.closer();
     let handle = axum_server::Handle::new();

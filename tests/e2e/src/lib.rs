@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+pub mod browser;
 pub mod client;
 pub mod deploy;
 pub mod measure;
