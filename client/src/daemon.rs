@@ -39,6 +39,8 @@ const MAX_PACKET: usize = 65535;
 const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
 const MIN_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How often the periodic work runs (session expiry and renewal, reconnects, posture).
+const TICK: Duration = Duration::from_secs(1);
 
 /// How the daemon runs.
 #[derive(Debug, Clone)]
@@ -253,6 +255,8 @@ struct Engine {
     postures_tx: mpsc::Sender<crate::posture::Collected>,
     collecting: bool,
     next_collect: Instant,
+    /// When the periodic work runs next.
+    tick_at: Instant,
     tun_buf: Vec<u8>,
     net_buf: Vec<u8>,
     out_buf: Vec<u8>,
@@ -310,6 +314,7 @@ impl Engine {
             postures_tx,
             collecting: false,
             next_collect: Instant::now(),
+            tick_at: Instant::now(),
             tun_buf: vec![0; MAX_PACKET],
             net_buf: vec![0; MAX_PACKET],
             out_buf: vec![0; MAX_PACKET + tunnel::OVERHEAD],
@@ -369,7 +374,9 @@ impl Engine {
     }
 
     fn next_deadline(&self) -> Instant {
-        let mut d = Instant::now() + Duration::from_secs(1);
+        // The once-a-second tick is a fixed point in time, not "a second from now": wake-ups
+        // from local requests or traffic must not keep pushing it away.
+        let mut d = self.tick_at;
         if let Some(t) = self.router.poll_timeout() {
             d = d.min(t);
         }
@@ -490,6 +497,9 @@ impl Engine {
 
     async fn on_timer(&mut self) {
         let now = Instant::now();
+        if now >= self.tick_at {
+            self.tick_at = now + TICK;
+        }
         self.router.handle_timeout(now);
         self.collect_posture(now);
         let wall = Timestamp::now();
@@ -590,6 +600,10 @@ impl Engine {
                     }
                     self.reporter = Some(reporter);
                     self.next_collect = Instant::now();
+                    tracing::info!(
+                        interval_secs = welcome.posture_interval_secs,
+                        "reporting posture"
+                    );
                 } else {
                     self.reporter = None;
                 }
@@ -812,6 +826,7 @@ impl Engine {
         }
         self.collecting = true;
         self.next_collect = now + crate::posture::COLLECT_EVERY;
+        tracing::trace!("collecting posture");
         let probe = reporter.probe();
         let tx = self.postures_tx.clone();
         tokio::spawn(async move {
@@ -824,6 +839,7 @@ impl Engine {
     /// A collection finished: sends a report when the posture changed or is due.
     fn on_posture(&mut self, collected: crate::posture::Collected) {
         self.collecting = false;
+        tracing::trace!(firewall = ?collected.report.firewall, "posture collected");
         let Some(reporter) = &mut self.reporter else {
             return;
         };

@@ -127,6 +127,7 @@ impl Api {
 #[derive(Debug)]
 pub struct Controller {
     process: Option<ChildGuard>,
+    env: Vec<(String, String)>,
     data: PathBuf,
     log: PathBuf,
     /// The certificate fingerprint it printed.
@@ -138,10 +139,19 @@ pub struct Controller {
 impl Controller {
     /// Starts the controller in the controller namespace and completes setup.
     pub fn start(t: &Topology, dir: &Path) -> anyhow::Result<Self> {
+        Self::start_with_env(t, dir, &[])
+    }
+
+    /// Starts the controller with extra `POSTERN_*` variables (e.g. a short posture interval).
+    pub fn start_with_env(t: &Topology, dir: &Path, env: &[(&str, &str)]) -> anyhow::Result<Self> {
         build_binaries();
         let data = dir.join("controller");
         let log = dir.join("controller.log");
-        let process = spawn_controller(&t.controller, &data, &log)?;
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let process = spawn_controller(&t.controller, &data, &log, &env)?;
         let out = wait_for(Duration::from_secs(30), || {
             std::fs::read_to_string(&log)
                 .ok()
@@ -177,6 +187,7 @@ impl Controller {
             .to_owned();
         Ok(Self {
             process: Some(process),
+            env,
             data,
             log,
             fingerprint,
@@ -195,7 +206,12 @@ impl Controller {
     /// Starts it again on the same data.
     pub fn restart(&mut self, t: &Topology) -> anyhow::Result<()> {
         self.stop()?;
-        self.process = Some(spawn_controller(&t.controller, &self.data, &self.log)?);
+        self.process = Some(spawn_controller(
+            &t.controller,
+            &self.data,
+            &self.log,
+            &self.env,
+        )?);
         let api = self.api.clone();
         wait_for(Duration::from_secs(30), || {
             api.call("GET", "/healthz", None)
@@ -207,7 +223,12 @@ impl Controller {
     }
 }
 
-fn spawn_controller(ns: &Netns, data: &Path, log: &Path) -> anyhow::Result<ChildGuard> {
+fn spawn_controller(
+    ns: &Netns,
+    data: &Path,
+    log: &Path,
+    env: &[(String, String)],
+) -> anyhow::Result<ChildGuard> {
     let mut cmd = Command::new(workspace_binary("postern-controller"));
     cmd.args([
         "serve",
@@ -218,7 +239,8 @@ fn spawn_controller(ns: &Netns, data: &Path, log: &Path) -> anyhow::Result<Child
         "--data-dir",
     ])
     .arg(data)
-    .env("POSTERN_LOG", "info");
+    .env("POSTERN_LOG", "info")
+    .envs(env.iter().map(|(k, v)| (k, v)));
     // Appending keeps the first run's output across restarts.
     let previous = std::fs::read_to_string(log).unwrap_or_default();
     let guard = ns.spawn(cmd, log)?;
