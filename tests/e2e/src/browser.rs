@@ -47,6 +47,14 @@ impl ChromeDriver {
             let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             Ok::<_, anyhow::Error>(l.local_addr()?.port())
         })??;
+        // Chromium fails a navigation in flight with ERR_NETWORK_CHANGED whenever the
+        // namespace's addresses change, e.g. when the IPv6 link-local addresses of fresh
+        // links finish duplicate address detection. These tests use IPv4 only: IPv6 is
+        // turned off in the browser's namespace and the change is given time to settle.
+        ns.sh(
+            "sysctl -q -w net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1",
+        )?;
+        std::thread::sleep(Duration::from_millis(500));
         let mut cmd = Command::new("/usr/bin/chromedriver");
         cmd.arg(format!("--port={port}"));
         let process = ns.spawn(cmd, log)?;
