@@ -5,18 +5,7 @@ use jiff::Timestamp;
 use model::{DeviceId, UserId};
 use sqlx::FromRow;
 
-use super::{Conn, StoreError, ms, opt_ms};
-
-fn ts(v: i64) -> Timestamp {
-    Timestamp::from_millisecond(v).unwrap_or(Timestamp::UNIX_EPOCH)
-}
-
-fn id<T: std::str::FromStr>(table: &'static str, s: &str) -> Result<T, StoreError> {
-    s.parse().map_err(|_| StoreError::Corrupt {
-        table,
-        message: format!("bad id `{s}`"),
-    })
-}
+use super::{Conn, StoreError, id, ms, opt_ms, ts};
 
 // ---------------------------------------------------------------- device authorizations
 

@@ -6,15 +6,7 @@ use model::UserId;
 use serde::{Deserialize, Serialize};
 use sqlx::FromRow;
 
-use super::{Conn, StoreError, ms, opt_ms};
-
-fn ts(v: i64) -> Timestamp {
-    Timestamp::from_millisecond(v).unwrap_or(Timestamp::UNIX_EPOCH)
-}
-
-fn opt_ts(v: Option<i64>) -> Option<Timestamp> {
-    v.map(ts)
-}
+use super::{Conn, StoreError, ms, opt_ms, opt_ts, ts};
 
 fn user_id(table: &'static str, s: &str) -> Result<UserId, StoreError> {
     s.parse().map_err(|_| StoreError::Corrupt {

@@ -183,6 +183,24 @@ pub(crate) fn opt_ms(t: Option<Timestamp>) -> Option<i64> {
     t.map(ms)
 }
 
+/// A stored millisecond time.
+pub(crate) fn ts(v: i64) -> Timestamp {
+    Timestamp::from_millisecond(v).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+/// A stored optional millisecond time.
+pub(crate) fn opt_ts(v: Option<i64>) -> Option<Timestamp> {
+    v.map(ts)
+}
+
+/// A stored id, or a clear error naming the table.
+pub(crate) fn id<T: std::str::FromStr>(table: &'static str, s: &str) -> Result<T, StoreError> {
+    s.parse().map_err(|_| StoreError::Corrupt {
+        table,
+        message: format!("bad id `{s}`"),
+    })
+}
+
 pub(crate) fn flag(b: bool) -> i64 {
     i64::from(b)
 }

@@ -6,11 +6,7 @@ use model::{GroupId, UserId};
 use serde::{Deserialize, Serialize};
 use sqlx::FromRow;
 
-use super::{Conn, StoreError, ms};
-
-fn ts(v: i64) -> Timestamp {
-    Timestamp::from_millisecond(v).unwrap_or(Timestamp::UNIX_EPOCH)
-}
+use super::{Conn, StoreError, ms, ts};
 
 fn parse<T: std::str::FromStr>(table: &'static str, s: &str) -> Result<T, StoreError> {
     s.parse().map_err(|_| StoreError::Corrupt {

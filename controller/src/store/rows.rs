@@ -13,22 +13,7 @@ use model::{
 use serde::{Deserialize, Serialize};
 use sqlx::FromRow;
 
-use super::{Conn, StoreError, flag, ms, opt_ms};
-
-fn ts(v: i64) -> Timestamp {
-    Timestamp::from_millisecond(v).unwrap_or(Timestamp::UNIX_EPOCH)
-}
-
-fn opt_ts(v: Option<i64>) -> Option<Timestamp> {
-    v.map(ts)
-}
-
-fn id<T: std::str::FromStr>(table: &'static str, s: &str) -> Result<T, StoreError> {
-    s.parse().map_err(|_| StoreError::Corrupt {
-        table,
-        message: format!("bad id `{s}`"),
-    })
-}
+use super::{Conn, StoreError, flag, id, ms, opt_ms, opt_ts, ts};
 
 fn json<T: serde::de::DeserializeOwned>(table: &'static str, s: &str) -> Result<T, StoreError> {
     serde_json::from_str(s).map_err(|e| StoreError::Corrupt {
