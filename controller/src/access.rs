@@ -291,10 +291,7 @@ impl Service {
                 .revoke_in(
                     &mut tx,
                     &Actor::system(),
-                    GrantFilter {
-                        grant: Some(grant.id),
-                        ..Default::default()
-                    },
+                    GrantFilter::for_grant(grant.id),
                     "the gateway did not acknowledge the grant",
                 )
                 .await?;

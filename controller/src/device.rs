@@ -693,10 +693,7 @@ impl Service {
             .revoke_in(
                 &mut tx,
                 &actor,
-                GrantFilter {
-                    device: Some(ctx.device.id),
-                    ..Default::default()
-                },
+                GrantFilter::for_device(ctx.device.id),
                 "signed out",
             )
             .await?;
@@ -891,10 +888,7 @@ impl Service {
                     self.revoke_in(
                         &mut tx,
                         &Actor::system(),
-                        GrantFilter {
-                            grant: Some(grant.id),
-                            ..Default::default()
-                        },
+                        GrantFilter::for_grant(grant.id),
                         &format!("posture check failed: {why}"),
                     )
                     .await?,

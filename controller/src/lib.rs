@@ -188,9 +188,6 @@ pub async fn serve(
         .prepare_setup()
         .await
         .context("preparing first-run setup")?;
-    let app = router(AppState {
-        service: service.clone(),
-    });
 
     let std_listener = std::net::TcpListener::bind(config.listen)
         .with_context(|| format!("listening on {}", config.listen))?;
@@ -207,7 +204,10 @@ pub async fn serve(
             &config.tls_names,
         )?
     };
-    web::set_control_fingerprint(&identity.fingerprint);
+    let app = router(AppState {
+        service: service.clone(),
+        control_fingerprint: Some(identity.fingerprint.clone()),
+    });
     let control = ControlEndpoint::start(service.clone(), addr, &identity)?;
     let quic = control.closer();
     let handle = axum_server::Handle::new();

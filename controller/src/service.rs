@@ -127,6 +127,20 @@ pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> S
     ServiceError::Invalid(FieldError::new(field, message))
 }
 
+/// Refuses to delete the `what` while the policies `used` name it ("delete them first").
+fn unused(what: &str, used: &[String], fix: &str) -> Result<()> {
+    if used.is_empty() {
+        return Ok(());
+    }
+    Err(ServiceError::Conflict {
+        field: None,
+        message: format!(
+            "the {what} is used by policies {}: {fix} them first",
+            used.join(", ")
+        ),
+    })
+}
+
 fn duplicate(field: &'static str, what: &str, name: &str) -> ServiceError {
     ServiceError::Conflict {
         field: Some(field),
@@ -713,6 +727,34 @@ impl Service {
         Ok(revoked)
     }
 
+    /// Records `{kind}.deleted` for `id` in `c`'s transaction and, with `revoke`, revokes the
+    /// live grants that depended on it ("{kind} deleted"); returns them to announce after
+    /// commit.
+    async fn record_deletion(
+        &self,
+        c: &mut Conn,
+        actor: &Actor,
+        kind: &str,
+        id: impl std::fmt::Display,
+        revoke: Option<GrantFilter>,
+    ) -> Result<Vec<Grant>> {
+        self.audit(
+            c,
+            actor,
+            &format!("{kind}.deleted"),
+            subject(kind, id),
+            serde_json::json!({}),
+        )
+        .await?;
+        match revoke {
+            Some(filter) => {
+                let reason = format!("{} deleted", kind.replace('_', " "));
+                self.revoke_in(c, actor, filter, &reason).await
+            }
+            None => Ok(Vec::new()),
+        }
+    }
+
     pub(crate) fn announce(&self, revoked: Vec<Grant>) {
         for g in revoked {
             tracing::info!(grant = %g.id, device = %g.device_id, resource = %g.resource_id, "grant revoked");
@@ -968,14 +1010,8 @@ impl Service {
             });
         }
         store::delete_site(&mut tx, id).await?;
-        self.audit(
-            &mut tx,
-            actor,
-            "site.deleted",
-            subject("site", id),
-            serde_json::json!({}),
-        )
-        .await?;
+        self.record_deletion(&mut tx, actor, "site", id, None)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -1149,10 +1185,7 @@ impl Service {
             self.revoke_in(
                 &mut tx,
                 actor,
-                GrantFilter {
-                    gateway: Some(id),
-                    ..Default::default()
-                },
+                GrantFilter::for_gateway(id),
                 "gateway disabled",
             )
             .await?
@@ -1175,23 +1208,13 @@ impl Service {
         if !store::delete_gateway(&mut tx, id).await? {
             return Err(ServiceError::NotFound("gateway"));
         }
-        self.audit(
-            &mut tx,
-            actor,
-            "gateway.deleted",
-            subject("gateway", id),
-            serde_json::json!({}),
-        )
-        .await?;
         let revoked = self
-            .revoke_in(
+            .record_deletion(
                 &mut tx,
                 actor,
-                GrantFilter {
-                    gateway: Some(id),
-                    ..Default::default()
-                },
-                "gateway deleted",
+                "gateway",
+                id,
+                Some(GrantFilter::for_gateway(id)),
             )
             .await?;
         tx.commit().await?;
@@ -1310,10 +1333,7 @@ impl Service {
             self.revoke_in(
                 &mut tx,
                 actor,
-                GrantFilter {
-                    resource: Some(id),
-                    ..Default::default()
-                },
+                GrantFilter::for_resource(id),
                 "resource changed",
             )
             .await?
@@ -1334,33 +1354,15 @@ impl Service {
             .ok_or(ServiceError::NotFound("resource"))?;
         let used =
             store::policies_referencing(&mut tx, PolicyRef::Resource, &id.to_string()).await?;
-        if !used.is_empty() {
-            return Err(ServiceError::Conflict {
-                field: None,
-                message: format!(
-                    "the resource is used by policies {}: delete them first",
-                    used.join(", ")
-                ),
-            });
-        }
+        unused("resource", &used, "delete")?;
         store::delete_resource(&mut tx, id).await?;
-        self.audit(
-            &mut tx,
-            actor,
-            "resource.deleted",
-            subject("resource", id),
-            serde_json::json!({}),
-        )
-        .await?;
         let revoked = self
-            .revoke_in(
+            .record_deletion(
                 &mut tx,
                 actor,
-                GrantFilter {
-                    resource: Some(id),
-                    ..Default::default()
-                },
-                "resource deleted",
+                "resource",
+                id,
+                Some(GrantFilter::for_resource(id)),
             )
             .await?;
         tx.commit().await?;
@@ -1465,16 +1467,8 @@ impl Service {
                 .await?;
         }
         let revoked = if disabling {
-            self.revoke_in(
-                &mut tx,
-                actor,
-                GrantFilter {
-                    user: Some(id),
-                    ..Default::default()
-                },
-                "user disabled",
-            )
-            .await?
+            self.revoke_in(&mut tx, actor, GrantFilter::for_user(id), "user disabled")
+                .await?
         } else {
             Vec::new()
         };
@@ -1499,24 +1493,8 @@ impl Service {
                 message: "this would leave no enabled admin".into(),
             });
         }
-        self.audit(
-            &mut tx,
-            actor,
-            "user.deleted",
-            subject("user", id),
-            serde_json::json!({}),
-        )
-        .await?;
         let revoked = self
-            .revoke_in(
-                &mut tx,
-                actor,
-                GrantFilter {
-                    user: Some(id),
-                    ..Default::default()
-                },
-                "user deleted",
-            )
+            .record_deletion(&mut tx, actor, "user", id, Some(GrantFilter::for_user(id)))
             .await?;
         tx.commit().await?;
         self.announce(revoked);
@@ -1601,24 +1579,10 @@ impl Service {
             .await?
             .ok_or(ServiceError::NotFound("group"))?;
         let used = store::policies_referencing(&mut tx, PolicyRef::Group, &id.to_string()).await?;
-        if !used.is_empty() {
-            return Err(ServiceError::Conflict {
-                field: None,
-                message: format!(
-                    "the group is used by policies {}: delete them first",
-                    used.join(", ")
-                ),
-            });
-        }
+        unused("group", &used, "delete")?;
         store::delete_group(&mut tx, id).await?;
-        self.audit(
-            &mut tx,
-            actor,
-            "group.deleted",
-            subject("group", id),
-            serde_json::json!({}),
-        )
-        .await?;
+        self.record_deletion(&mut tx, actor, "group", id, None)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -1818,10 +1782,7 @@ impl Service {
             self.revoke_in(
                 &mut tx,
                 actor,
-                GrantFilter {
-                    device: Some(id),
-                    ..Default::default()
-                },
+                GrantFilter::for_device(id),
                 "device disabled",
             )
             .await?
@@ -1843,23 +1804,13 @@ impl Service {
         if !store::delete_device(&mut tx, id).await? {
             return Err(ServiceError::NotFound("device"));
         }
-        self.audit(
-            &mut tx,
-            actor,
-            "device.deleted",
-            subject("device", id),
-            serde_json::json!({}),
-        )
-        .await?;
         let revoked = self
-            .revoke_in(
+            .record_deletion(
                 &mut tx,
                 actor,
-                GrantFilter {
-                    device: Some(id),
-                    ..Default::default()
-                },
-                "device deleted",
+                "device",
+                id,
+                Some(GrantFilter::for_device(id)),
             )
             .await?;
         tx.commit().await?;
@@ -2063,10 +2014,7 @@ impl Service {
                     self.revoke_in(
                         &mut tx,
                         actor,
-                        GrantFilter {
-                            policy: Some(pol.id),
-                            ..Default::default()
-                        },
+                        GrantFilter::for_policy(pol.id),
                         "posture profile changed",
                     )
                     .await?,
@@ -2091,24 +2039,10 @@ impl Service {
             .filter(|p| p.conditions.posture_profile_id == Some(id))
             .map(|p| p.name)
             .collect();
-        if !used.is_empty() {
-            return Err(ServiceError::Conflict {
-                field: None,
-                message: format!(
-                    "the profile is used by policies {}: change them first",
-                    used.join(", ")
-                ),
-            });
-        }
+        unused("profile", &used, "change")?;
         store::delete_profile(&mut tx, id).await?;
-        self.audit(
-            &mut tx,
-            actor,
-            "posture_profile.deleted",
-            subject("posture_profile", id),
-            serde_json::json!({}),
-        )
-        .await?;
+        self.record_deletion(&mut tx, actor, "posture_profile", id, None)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -2224,10 +2158,7 @@ impl Service {
             self.revoke_in(
                 &mut tx,
                 actor,
-                GrantFilter {
-                    resource: Some(p.resource_id),
-                    ..Default::default()
-                },
+                GrantFilter::for_resource(p.resource_id),
                 "deny policy added",
             )
             .await?
@@ -2269,10 +2200,7 @@ impl Service {
                 .revoke_in(
                     &mut tx,
                     actor,
-                    GrantFilter {
-                        policy: Some(id),
-                        ..Default::default()
-                    },
+                    GrantFilter::for_policy(id),
                     "policy changed",
                 )
                 .await?;
@@ -2281,10 +2209,7 @@ impl Service {
                     self.revoke_in(
                         &mut tx,
                         actor,
-                        GrantFilter {
-                            resource: Some(p.resource_id),
-                            ..Default::default()
-                        },
+                        GrantFilter::for_resource(p.resource_id),
                         "deny policy changed",
                     )
                     .await?,
@@ -2303,23 +2228,13 @@ impl Service {
         if !store::delete_policy(&mut tx, id).await? {
             return Err(ServiceError::NotFound("policy"));
         }
-        self.audit(
-            &mut tx,
-            actor,
-            "policy.deleted",
-            subject("policy", id),
-            serde_json::json!({}),
-        )
-        .await?;
         let revoked = self
-            .revoke_in(
+            .record_deletion(
                 &mut tx,
                 actor,
-                GrantFilter {
-                    policy: Some(id),
-                    ..Default::default()
-                },
-                "policy deleted",
+                "policy",
+                id,
+                Some(GrantFilter::for_policy(id)),
             )
             .await?;
         tx.commit().await?;
@@ -2492,10 +2407,7 @@ impl Service {
             .revoke_in(
                 &mut tx,
                 actor,
-                GrantFilter {
-                    grant: Some(id),
-                    ..Default::default()
-                },
+                GrantFilter::for_grant(id),
                 "revoked by an admin",
             )
             .await?;

@@ -5,7 +5,6 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use sha2::{Digest, Sha256};
 
 /// Where the certificate and key live, and the certificate's fingerprint.
 #[derive(Debug, Clone)]
@@ -101,11 +100,7 @@ pub(crate) fn fingerprint_of_pem(pem: &[u8]) -> anyhow::Result<String> {
 
 /// The SHA-256 fingerprint of a DER certificate, as `AB:CD:…`.
 pub fn fingerprint_of_der(der: &[u8]) -> String {
-    Sha256::digest(der)
-        .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect::<Vec<_>>()
-        .join(":")
+    trust::Fingerprint::of(der).to_string()
 }
 
 fn rustls_pemfile_first_cert(pem: &[u8]) -> Option<Vec<u8>> {

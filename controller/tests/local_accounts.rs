@@ -36,6 +36,7 @@ impl Server {
             .unwrap();
         let app = router(AppState {
             service: service.clone(),
+            control_fingerprint: None,
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

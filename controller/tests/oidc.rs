@@ -117,6 +117,7 @@ impl Controller {
             .unwrap();
         let app = router(AppState {
             service: service.clone(),
+            control_fingerprint: None,
         });
         tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();

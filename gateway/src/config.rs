@@ -9,6 +9,7 @@ use std::str::FromStr;
 use clap::builder::BoolishValueParser;
 use clap::{ArgAction, Parser};
 use ipnet::IpNet;
+pub use trust::Fingerprint;
 
 /// The gateway's command line. Deliberately not `Debug`: it holds the enrollment token.
 #[derive(Clone, Parser)]
@@ -299,62 +300,6 @@ impl fmt::Display for ControllerUrl {
     }
 }
 
-/// The SHA-256 of a certificate's DER encoding.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct Fingerprint(pub [u8; 32]);
-
-impl Fingerprint {
-    /// The fingerprint of a DER certificate.
-    pub fn of(der: &[u8]) -> Self {
-        use sha2::{Digest, Sha256};
-        Self(Sha256::digest(der).into())
-    }
-}
-
-/// Why a fingerprint was not accepted.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("a fingerprint is 32 bytes of hex, e.g. AB:CD:... as the controller prints it")]
-pub struct BadFingerprint;
-
-impl FromStr for Fingerprint {
-    type Err = BadFingerprint;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let hex: Vec<u8> = s
-            .trim()
-            .bytes()
-            .filter(|b| !matches!(b, b':' | b' '))
-            .collect();
-        if hex.len() != 64 {
-            return Err(BadFingerprint);
-        }
-        let mut out = [0u8; 32];
-        for (o, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
-            let digit = |b: u8| (b as char).to_digit(16).ok_or(BadFingerprint);
-            *o = (digit(pair[0])? * 16 + digit(pair[1])?) as u8;
-        }
-        Ok(Self(out))
-    }
-}
-
-impl fmt::Display for Fingerprint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, b) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str(":")?;
-            }
-            write!(f, "{b:02X}")?;
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Debug for Fingerprint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Fingerprint({self})")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -470,19 +415,6 @@ mod tests {
     #[test_case("https://ctl:notaport" ; "bad port")]
     fn bad_controller_urls(url: &str) {
         assert!(url.parse::<ControllerUrl>().is_err());
-    }
-
-    #[test]
-    fn fingerprint_round_trips() {
-        let fp = Fingerprint::of(b"certificate");
-        let text = fp.to_string();
-        assert_eq!(text.len(), 32 * 3 - 1);
-        assert_eq!(text, text.to_uppercase());
-        assert_eq!(text.parse::<Fingerprint>().unwrap(), fp);
-        assert_eq!(text.to_lowercase().parse::<Fingerprint>().unwrap(), fp);
-        assert_eq!(text.replace(':', "").parse::<Fingerprint>().unwrap(), fp);
-        assert!("AB:CD".parse::<Fingerprint>().is_err());
-        assert!(text.replace('A', "G").parse::<Fingerprint>().is_err() || !text.contains('A'));
     }
 
     #[test]

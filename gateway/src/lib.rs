@@ -26,4 +26,4 @@ pub use grant::{GrantSpecError, grant_config};
 pub use metrics::render as render_metrics;
 pub use nat::{Masquerade, NatError, enable_forwarding, table_name};
 pub use state::{StateDir, StateError};
-pub use tls::{PinnedVerifier, TlsError, client_config};
+pub use tls::{TlsError, client_config};

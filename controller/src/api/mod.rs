@@ -23,6 +23,9 @@ pub(crate) use extract::Auth;
 pub struct AppState {
     /// The application services.
     pub service: Service,
+    /// The SHA-256 fingerprint of the controller's TLS certificate, which the gateway
+    /// enrollment page puts into the `docker run` command it shows.
+    pub control_fingerprint: Option<String>,
 }
 
 /// The error body every failing request gets.

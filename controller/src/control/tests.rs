@@ -64,6 +64,7 @@ async fn harness_with(make: impl FnOnce(Store) -> Service) -> Harness {
     let http = format!("http://{}", listener.local_addr().unwrap());
     let app = router(AppState {
         service: service.clone(),
+        control_fingerprint: None,
     });
     tokio::spawn(async move {
         axum::serve(

@@ -622,10 +622,7 @@ async fn grants_filter_and_revoke_only_live_ones(s: &Store) {
     let mut want = vec![live.id, other.id];
     want.sort();
     assert_eq!(ids, want);
-    let by_device = GrantFilter {
-        device: Some(d1),
-        ..Default::default()
-    };
+    let by_device = GrantFilter::for_device(d1);
     assert_eq!(
         list_grants(&mut c, &by_device).await.unwrap().len(),
         2,
@@ -653,10 +650,7 @@ async fn grants_filter_and_revoke_only_live_ones(s: &Store) {
             .is_empty(),
         "revocation is idempotent"
     );
-    let one = GrantFilter {
-        grant: Some(other.id),
-        ..Default::default()
-    };
+    let one = GrantFilter::for_grant(other.id);
     assert_eq!(
         revoke_grants(&mut c, &one, now(), "admin")
             .await
@@ -701,10 +695,7 @@ async fn live_grants_carry_their_preshared_keys(s: &Store) {
             .unwrap()
     );
 
-    let one = GrantFilter {
-        grant: Some(live.id),
-        ..Default::default()
-    };
+    let one = GrantFilter::for_grant(live.id);
     revoke_grants(&mut c, &one, now(), "admin").await.unwrap();
     assert!(
         live_grants_with_keys(&mut c, gateway, now())

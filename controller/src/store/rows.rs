@@ -1289,6 +1289,54 @@ pub struct GrantFilter {
 }
 
 impl GrantFilter {
+    /// The grants of a device.
+    pub fn for_device(id: DeviceId) -> Self {
+        Self {
+            device: Some(id),
+            ..Self::default()
+        }
+    }
+
+    /// The grants of a user.
+    pub fn for_user(id: UserId) -> Self {
+        Self {
+            user: Some(id),
+            ..Self::default()
+        }
+    }
+
+    /// The grants to a resource.
+    pub fn for_resource(id: ResourceId) -> Self {
+        Self {
+            resource: Some(id),
+            ..Self::default()
+        }
+    }
+
+    /// The grants under a policy.
+    pub fn for_policy(id: PolicyId) -> Self {
+        Self {
+            policy: Some(id),
+            ..Self::default()
+        }
+    }
+
+    /// The grants through a gateway.
+    pub fn for_gateway(id: GatewayId) -> Self {
+        Self {
+            gateway: Some(id),
+            ..Self::default()
+        }
+    }
+
+    /// One grant.
+    pub fn for_grant(id: GrantId) -> Self {
+        Self {
+            grant: Some(id),
+            ..Self::default()
+        }
+    }
+
     fn where_clause(&self) -> (String, Vec<String>, Option<i64>) {
         let mut clauses = Vec::new();
         let mut binds = Vec::new();

@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::inventory::{addresses_text, confirm_page, ports_text};
 use super::{
-    Ctx, Form, ListQuery, PER_PAGE, WebError, WebResult, done, form_errors, invalid_page, matches,
+    Ctx, Form, ListQuery, PER_PAGE, WebError, WebResult, done, form_errors, form_page, matches,
     page, parse_id, query_of, split_list,
 };
 use crate::api::AppState;
@@ -388,11 +388,7 @@ async fn policies_page(
         q: q.q.clone(),
         form: policy_form(&names, values, errors.clone()),
     };
-    Ok(if errors.any() {
-        invalid_page(&p)
-    } else {
-        page(&p)
-    })
+    Ok(form_page(&p, &errors))
 }
 
 /// The policies, with the form for a new one (preselected from `?resource_id=`/`?group_id=`).
@@ -452,14 +448,7 @@ async fn policy_page(
     let names = Names::load(s, ctx).await?;
     let live = s
         .service
-        .list_grants(
-            &ctx.actor,
-            GrantFilter {
-                policy: Some(id),
-                ..Default::default()
-            },
-            true,
-        )
+        .list_grants(&ctx.actor, GrantFilter::for_policy(id), true)
         .await?;
     let values = values.unwrap_or_else(|| policy_values(&p));
     let page_ = ui::PolicyPage {
@@ -468,11 +457,7 @@ async fn policy_page(
         form: policy_form(&names, values, errors.clone()),
         live_grants: live.len(),
     };
-    Ok(if errors.any() {
-        invalid_page(&page_)
-    } else {
-        page(&page_)
-    })
+    Ok(form_page(&page_, &errors))
 }
 
 /// One policy.
@@ -666,11 +651,7 @@ async fn posture_page(
         values,
         errors: errors.clone(),
     };
-    Ok(if errors.any() {
-        invalid_page(&p)
-    } else {
-        page(&p)
-    })
+    Ok(form_page(&p, &errors))
 }
 
 /// The posture profiles.
@@ -716,11 +697,7 @@ async fn profile_page(
         values: values.unwrap_or_else(|| profile_values(&p)),
         errors: errors.clone(),
     };
-    Ok(if errors.any() {
-        invalid_page(&page_)
-    } else {
-        page(&page_)
-    })
+    Ok(form_page(&page_, &errors))
 }
 
 /// One posture profile.
@@ -1005,12 +982,7 @@ pub(crate) async fn grants(
             )
         })
         .collect();
-    let (rows, pager) = ui::paginate(
-        rows,
-        q.page.unwrap_or(1),
-        PER_PAGE,
-        query_of(&[("q", &q.q)]),
-    );
+    let (rows, pager) = q.paginate(rows);
     Ok(page(&ui::GrantsPage {
         chrome: ctx.chrome("Live access", "grants"),
         rows,

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::inventory::confirm_page;
 use super::{
-    Ctx, Form, PER_PAGE, WebError, WebResult, done, form_errors, invalid_page, page, parse_id,
+    Ctx, Form, PER_PAGE, WebError, WebResult, done, form_errors, form_page, page, parse_id,
     query_of,
 };
 use crate::api::AppState;
@@ -392,11 +392,7 @@ async fn settings_page(
         errors: errors.clone(),
         redirect_base: base,
     };
-    Ok(if errors.any() {
-        invalid_page(&p)
-    } else {
-        page(&p)
-    })
+    Ok(form_page(&p, &errors))
 }
 
 /// The settings.

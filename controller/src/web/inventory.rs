@@ -9,8 +9,8 @@ use model::{Gateway, GatewayId, Resource, ResourceId, Site, SiteId};
 
 use super::access::{describe_conditions, policy_rows};
 use super::{
-    Ctx, Form, ListQuery, PER_PAGE, WebError, WebResult, done, form_errors, invalid_page, matches,
-    page, parse_id, query_of, see_other, split_list,
+    Ctx, Form, ListQuery, WebError, WebResult, done, form_errors, form_page, matches, page,
+    parse_id, see_other, split_list,
 };
 use crate::api::AppState;
 use crate::service::{GatewayPatch, GatewayTokenInput, ResourceInput, SiteInput};
@@ -163,12 +163,7 @@ async fn sites_page(
         .filter(|site| matches(&q.q, &[&site.name]))
         .map(|site| site_row(site, &gateways, &resources, now))
         .collect();
-    let (rows, pager) = ui::paginate(
-        rows,
-        q.page.unwrap_or(1),
-        PER_PAGE,
-        query_of(&[("q", &q.q)]),
-    );
+    let (rows, pager) = q.paginate(rows);
     let p = ui::SitesPage {
         chrome: ctx.chrome("Sites & gateways", "sites"),
         rows,
@@ -177,11 +172,7 @@ async fn sites_page(
         values,
         errors: errors.clone(),
     };
-    Ok(if errors.any() {
-        invalid_page(&p)
-    } else {
-        page(&p)
-    })
+    Ok(form_page(&p, &errors))
 }
 
 /// The sites.
@@ -295,11 +286,7 @@ async fn site_page(
         values,
         errors: errors.clone(),
     };
-    Ok(if errors.any() {
-        invalid_page(&p)
-    } else {
-        page(&p)
-    })
+    Ok(form_page(&p, &errors))
 }
 
 /// One site.
@@ -468,10 +455,9 @@ pub(crate) async fn create_gateway_token(
         .map(|n| format!("{base}-gw-{n}"))
         .find(|n| !taken.contains(n))
         .unwrap_or_else(|| format!("{base}-gw"));
-    let fingerprint = super::control_fingerprint();
     let (docker_run, compose) = gateway_commands(
         &controller_url(&s, &headers, &uri),
-        fingerprint.as_deref().unwrap_or("<fingerprint>"),
+        s.control_fingerprint.as_deref().unwrap_or("<fingerprint>"),
         &issued.secret,
         &name,
     );
@@ -483,7 +469,7 @@ pub(crate) async fn create_gateway_token(
         expires: ui::datetime(issued.record.expires_at),
         docker_run,
         compose,
-        fingerprint_known: fingerprint.is_some(),
+        fingerprint_known: s.control_fingerprint.is_some(),
     }))
 }
 
@@ -633,12 +619,7 @@ async fn resources_page(
         })
         .filter(|r| matches(&q.q, &[&r.name, &r.site, &r.addresses, &r.ports]))
         .collect();
-    let (rows, pager) = ui::paginate(
-        rows,
-        q.page.unwrap_or(1),
-        PER_PAGE,
-        query_of(&[("q", &q.q)]),
-    );
+    let (rows, pager) = q.paginate(rows);
     let p = ui::ResourcesPage {
         chrome: ctx.chrome("Resources", "resources"),
         rows,
@@ -648,11 +629,7 @@ async fn resources_page(
         values,
         errors: errors.clone(),
     };
-    Ok(if errors.any() {
-        invalid_page(&p)
-    } else {
-        page(&p)
-    })
+    Ok(form_page(&p, &errors))
 }
 
 /// The resources.
@@ -726,14 +703,7 @@ async fn resource_page(
     let names = super::access::Names::load(s, ctx).await?;
     let live = s
         .service
-        .list_grants(
-            a,
-            GrantFilter {
-                resource: Some(id),
-                ..Default::default()
-            },
-            true,
-        )
+        .list_grants(a, GrantFilter::for_resource(id), true)
         .await?;
 
     // Who can reach it: members of the groups of enabled allow policies.
@@ -817,11 +787,7 @@ async fn resource_page(
         reach,
         live_grants: live.len(),
     };
-    Ok(if errors.any() {
-        invalid_page(&p)
-    } else {
-        page(&p)
-    })
+    Ok(form_page(&p, &errors))
 }
 
 /// One resource, with who can reach it.

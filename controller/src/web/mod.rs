@@ -19,8 +19,6 @@ mod session;
 #[cfg(test)]
 mod tests;
 
-use std::sync::RwLock;
-
 use axum::Router;
 use axum::extract::{Path, Request};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -38,24 +36,6 @@ pub(crate) use session::{Ctx, Form};
 /// framing, forms post only to us.
 pub(crate) const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
      img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
-
-static CONTROL_FINGERPRINT: RwLock<Option<String>> = RwLock::new(None);
-
-/// Records the SHA-256 fingerprint of the controller's TLS certificate, which the gateway
-/// enrollment page puts into the `docker run` command it shows.
-pub(crate) fn set_control_fingerprint(fingerprint: &str) {
-    let mut f = CONTROL_FINGERPRINT
-        .write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    *f = Some(fingerprint.to_owned());
-}
-
-pub(crate) fn control_fingerprint() -> Option<String> {
-    CONTROL_FINGERPRINT
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone()
-}
 
 /// The pages, the static files and the security headers around them.
 pub(crate) fn routes() -> Router<AppState> {
@@ -218,6 +198,15 @@ pub(crate) fn invalid_page<T: Template>(page: &T) -> Response {
     render(StatusCode::UNPROCESSABLE_ENTITY, page)
 }
 
+/// A page with a form: 422 when the form has errors, else 200.
+pub(crate) fn form_page<T: Template>(page: &T, errors: &ui::FormErrors) -> Response {
+    if errors.any() {
+        invalid_page(page)
+    } else {
+        self::page(page)
+    }
+}
+
 /// Redirects (303) to a local path.
 pub(crate) fn see_other(to: &str) -> Response {
     let mut res = StatusCode::SEE_OTHER.into_response();
@@ -372,6 +361,18 @@ pub(crate) struct ListQuery {
     pub(crate) q: String,
     #[serde(default)]
     pub(crate) page: Option<usize>,
+}
+
+impl ListQuery {
+    /// The page of `rows` this query asks for, and the pager that links the others.
+    pub(crate) fn paginate<T>(&self, rows: Vec<T>) -> (Vec<T>, ui::Pager) {
+        ui::paginate(
+            rows,
+            self.page.unwrap_or(1),
+            PER_PAGE,
+            query_of(&[("q", &self.q)]),
+        )
+    }
 }
 
 /// Rows per page of the long tables.

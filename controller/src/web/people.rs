@@ -9,8 +9,7 @@ use model::{GroupId, Role, User, UserId};
 use super::access::{Names, device_row, policy_rows, postures};
 use super::inventory::confirm_page;
 use super::{
-    Ctx, Form, ListQuery, PER_PAGE, WebError, WebResult, done, form_errors, invalid_page, matches,
-    page, parse_id, query_of,
+    Ctx, Form, ListQuery, WebError, WebResult, done, form_errors, form_page, matches, parse_id,
 };
 use crate::api::AppState;
 use crate::local::PasswordInput;
@@ -83,12 +82,7 @@ async fn users_page(
         })
         .filter(|u| matches(&q.q, &[&u.name, &u.email, &u.role, &u.groups]))
         .collect();
-    let (rows, pager) = ui::paginate(
-        rows,
-        q.page.unwrap_or(1),
-        PER_PAGE,
-        query_of(&[("q", &q.q)]),
-    );
+    let (rows, pager) = q.paginate(rows);
     let p = ui::UsersPage {
         chrome: ctx.chrome("Users", "users"),
         rows,
@@ -97,11 +91,7 @@ async fn users_page(
         values,
         errors: errors.clone(),
     };
-    Ok(if errors.any() {
-        invalid_page(&p)
-    } else {
-        page(&p)
-    })
+    Ok(form_page(&p, &errors))
 }
 
 /// The users.
@@ -230,11 +220,7 @@ async fn user_page(
         values,
         errors: errors.clone(),
     };
-    Ok(if errors.any() {
-        invalid_page(&p)
-    } else {
-        page(&p)
-    })
+    Ok(form_page(&p, &errors))
 }
 
 /// One user.
@@ -383,12 +369,7 @@ async fn groups_page(
             description: g.description,
         });
     }
-    let (rows, pager) = ui::paginate(
-        rows,
-        q.page.unwrap_or(1),
-        PER_PAGE,
-        query_of(&[("q", &q.q)]),
-    );
+    let (rows, pager) = q.paginate(rows);
     let p = ui::GroupsPage {
         chrome: ctx.chrome("Groups", "groups"),
         rows,
@@ -397,11 +378,7 @@ async fn groups_page(
         values,
         errors: errors.clone(),
     };
-    Ok(if errors.any() {
-        invalid_page(&p)
-    } else {
-        page(&p)
-    })
+    Ok(form_page(&p, &errors))
 }
 
 /// The groups.
@@ -490,11 +467,7 @@ async fn group_page(
         values,
         errors: errors.clone(),
     };
-    Ok(if errors.any() {
-        invalid_page(&p)
-    } else {
-        page(&p)
-    })
+    Ok(form_page(&p, &errors))
 }
 
 /// One group.

@@ -28,6 +28,7 @@ async fn world() -> World {
     World {
         app: router(AppState {
             service: service.clone(),
+            control_fingerprint: None,
         }),
         service,
         _dir: dir,

@@ -12,14 +12,13 @@
 //! `POSTERN_BENCH_RUNS` sets the runs per path (default 20).
 
 use std::net::{SocketAddr, TcpStream};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use e2e::client::{Daemon, echo_server, route_to_controller};
 use e2e::deploy::{Controller, Gateway};
-use e2e::topology::{GATEWAY_PUBLIC, RESOURCE_1, Topology};
-use e2e::wg::{KeyPair, Peer, WireguardGo};
+use e2e::topology::{GATEWAY_PUBLIC, RESOURCE_1, Topology, WireguardGoPair};
+
 use e2e::{Netns, wait_for};
 use serde_json::json;
 
@@ -69,70 +68,11 @@ impl Row {
     }
 }
 
-fn masquerade(t: &Topology, source: &str) -> anyhow::Result<()> {
-    t.gateway.sh(&format!(
-        "nft add table ip bench; nft add chain ip bench post '{{ type nat hook postrouting priority 100; }}'; \
-         nft add rule ip bench post ip saddr {source} oifname != \"wgb\" masquerade"
-    ))?;
-    Ok(())
-}
-
 fn wireguard_go(t: &Topology, dir: &std::path::Path, runs: usize) -> anyhow::Result<Row> {
-    let (server, client) = (KeyPair::generate()?, KeyPair::generate()?);
-    let psk = String::from_utf8(Command::new("wg").arg("genpsk").output()?.stdout)?
-        .trim()
-        .to_owned();
-    let _gw = WireguardGo::start(
-        &t.gateway,
-        "wgb",
-        &server.private,
-        Some(51821),
-        "100.64.0.1/32",
-        &[Peer {
-            public_key: client.public.clone(),
-            preshared_key: Some(psk.clone()),
-            endpoint: None,
-            allowed_ips: vec!["100.64.0.2/32".into()],
-        }],
-        dir,
-    )?;
-    t.gateway
-        .ip(&["route", "replace", "100.64.0.2/32", "dev", "wgb"])?;
-    let _cl = WireguardGo::start(
-        &t.client,
-        "wgc",
-        &client.private,
-        None,
-        "100.64.0.2/32",
-        &[Peer {
-            public_key: server.public,
-            preshared_key: Some(psk),
-            endpoint: Some(format!("{GATEWAY_PUBLIC}:51821")),
-            allowed_ips: vec![format!("{RESOURCE_1}/32")],
-        }],
-        dir,
-    )?;
-    t.client.ip(&[
-        "route",
-        "replace",
-        &format!("{RESOURCE_1}/32"),
-        "dev",
-        "wgc",
-        "src",
-        "100.64.0.2",
-    ])?;
-    masquerade(t, "100.64.0.0/10")?;
-    // The handshake happens before the first measured run.
-    t.client.sh(&format!(
-        "ping -c 3 -i 0.2 -W 2 {RESOURCE_1} >/dev/null || true"
-    ))?;
-    let times = connect_times(&t.client, runs, || Ok(()));
-    t.gateway.sh("nft delete table ip bench")?;
-    t.client
-        .ip(&["route", "del", &format!("{RESOURCE_1}/32"), "dev", "wgc"])?;
+    let _pair = WireguardGoPair::start(t, dir, &format!("{RESOURCE_1}/32"))?;
     Ok(Row {
         path: "wireguard-go tunnel (up)",
-        times: times?,
+        times: connect_times(&t.client, runs, || Ok(()))?,
     })
 }
 

@@ -8,12 +8,9 @@
 //!
 //! `POSTERN_BENCH_SECONDS` sets the length of each iperf3 run (default 5).
 
-use std::process::Command;
-
 use e2e::deploy::{Controller, Gateway, connect_client, provision};
 use e2e::measure::{IperfServer, round_trip_ms, throughput};
-use e2e::topology::{GATEWAY_PUBLIC, RESOURCE_1, Topology};
-use e2e::wg::{KeyPair, Peer, WireguardGo};
+use e2e::topology::{RESOURCE_1, Topology, WireguardGoPair};
 
 struct Row {
     path: &'static str,
@@ -31,62 +28,9 @@ fn measure(t: &Topology, path: &'static str, seconds: u32) -> anyhow::Result<Row
     })
 }
 
-fn masquerade(t: &Topology, source: &str) -> anyhow::Result<()> {
-    t.gateway.sh(&format!(
-        "nft add table ip bench; nft add chain ip bench post '{{ type nat hook postrouting priority 100; }}'; \
-         nft add rule ip bench post ip saddr {source} oifname != \"wgb\" masquerade"
-    ))?;
-    Ok(())
-}
-
 fn wireguard_go_path(t: &Topology, dir: &std::path::Path, seconds: u32) -> anyhow::Result<Row> {
-    let (server, client) = (KeyPair::generate()?, KeyPair::generate()?);
-    let psk = String::from_utf8(Command::new("wg").arg("genpsk").output()?.stdout)?
-        .trim()
-        .to_owned();
-    let _gw = WireguardGo::start(
-        &t.gateway,
-        "wgb",
-        &server.private,
-        Some(51821),
-        "100.64.0.1/32",
-        &[Peer {
-            public_key: client.public.clone(),
-            preshared_key: Some(psk.clone()),
-            endpoint: None,
-            allowed_ips: vec!["100.64.0.2/32".into()],
-        }],
-        dir,
-    )?;
-    t.gateway
-        .ip(&["route", "replace", "100.64.0.2/32", "dev", "wgb"])?;
-    let _cl = WireguardGo::start(
-        &t.client,
-        "wgc",
-        &client.private,
-        None,
-        "100.64.0.2/32",
-        &[Peer {
-            public_key: server.public,
-            preshared_key: Some(psk),
-            endpoint: Some(format!("{GATEWAY_PUBLIC}:51821")),
-            allowed_ips: vec!["10.77.2.0/24".into()],
-        }],
-        dir,
-    )?;
-    t.client.ip(&[
-        "route",
-        "replace",
-        "10.77.2.0/24",
-        "dev",
-        "wgc",
-        "src",
-        "100.64.0.2",
-    ])?;
-    masquerade(t, "100.64.0.0/10")?;
-    let row = measure(t, "wireguard-go pair", seconds);
-    t.gateway.sh("nft delete table ip bench")?;
-    row
+    let _pair = WireguardGoPair::start(t, dir, "10.77.2.0/24")?;
+    measure(t, "wireguard-go pair", seconds)
 }
 
 fn postern_path(t: &Topology, dir: &std::path::Path, seconds: u32) -> anyhow::Result<Row> {
