@@ -277,13 +277,23 @@ impl Service {
             ports: evaluation.resource.ports.clone(),
             expires_at,
         };
-        let acknowledged = match self.gateways.push_grant(gateway.id, spec) {
+        // The gateway's connection is here, or at another replica, which pushes the grant
+        // for us and relays the acknowledgement.
+        let ack = match self.gateways.push_grant(gateway.id, spec) {
+            Some(ack) => Some(ack),
+            None => self
+                .cluster
+                .holder(gateway.id)
+                .map(|replica| self.cluster.push(replica, grant.id, gateway.id)),
+        };
+        let acknowledged = match ack {
             Some(ack) => matches!(
                 tokio::time::timeout(self.ack_timeout, ack).await,
                 Ok(Ok(()))
             ),
             None => false,
         };
+        self.cluster.forget_push(grant.id);
         if !acknowledged {
             tracing::warn!(grant = %grant.id, gateway = %gateway.id, "the gateway did not acknowledge a new grant in time");
             let mut tx = self.store.begin().await?;
@@ -331,7 +341,7 @@ impl Service {
                 !g.disabled
                     && g.public_key.is_some()
                     && g.endpoint.is_some()
-                    && self.gateways.is_online(g.id)
+                    && self.gateway_is_online(g.id)
             })
             .collect();
         if candidates.is_empty() {

@@ -699,11 +699,7 @@ impl Service {
             .await?;
         tx.commit().await?;
         self.announce(revoked);
-        let _ = self.events.send(ControlEvent::SessionsEnded {
-            device: Some(ctx.device.id),
-            user: None,
-            reason: "signed out".into(),
-        });
+        self.announce_sessions_ended(Some(ctx.device.id), None, "signed out");
         Ok(())
     }
 
@@ -731,6 +727,12 @@ impl Service {
             user,
             reason: reason.to_owned(),
         });
+        self.cluster
+            .publish(crate::cluster::Message::SessionsEnded {
+                device,
+                user,
+                reason: reason.to_owned(),
+            });
     }
 
     /// The resources a user may reach: those an enabled allow policy gives one of their

@@ -6,6 +6,7 @@
 
 mod access;
 mod api;
+mod cluster;
 mod config;
 mod control;
 mod crypto;
@@ -26,6 +27,7 @@ use anyhow::Context;
 
 pub use access::{AccessGrant, AccessOutcome, AccessRequest};
 pub use api::{AppState, router};
+pub use cluster::ClusterError;
 pub use config::{ConfigFile, ProviderConfig};
 pub use control::{CONTROL_ALPN, ControlEndpoint};
 pub use crypto::{SecretError, SecretKey};
@@ -171,6 +173,11 @@ pub async fn serve(
         .seal_plaintext_secrets()
         .await
         .context("sealing secrets stored in plain text")?;
+    // On PostgreSQL, other replicas may share the database: hear of their changes.
+    service
+        .start_cluster()
+        .await
+        .context("joining the other controller replicas")?;
     if let Some((origin, providers)) = identity_config {
         let report = service
             .apply_identity_config(&origin, providers)

@@ -179,6 +179,9 @@ pub enum ControlEvent {
     },
     /// A device's posture report was accepted (its live grants were re-evaluated).
     PostureChanged(DeviceId),
+    /// Events may have been lost (the replicas' notifications were interrupted): every link
+    /// must resynchronise from the database.
+    Resync,
 }
 
 /// A policy decision with what it was made about.
@@ -553,6 +556,8 @@ pub struct Service {
     pub(crate) events: broadcast::Sender<ControlEvent>,
     /// The gateways whose control connection is up.
     pub(crate) gateways: Arc<Registry>,
+    /// The other controller replicas on the same PostgreSQL database.
+    pub(crate) cluster: Arc<crate::cluster::Cluster>,
     pub(crate) tunnel_network: ipnet::IpNet,
     pub(crate) ack_timeout: Duration,
     /// How long a device session lasts without renewal.
@@ -585,6 +590,7 @@ impl Service {
             store,
             events,
             gateways: Arc::new(Registry::default()),
+            cluster: Arc::default(),
             unknown_sign_ins: Arc::default(),
             public_url: None,
             oidc_http: crate::oidc::http_client(),
@@ -759,7 +765,9 @@ impl Service {
         for g in revoked {
             tracing::info!(grant = %g.id, device = %g.device_id, resource = %g.resource_id, "grant revoked");
             // No subscriber is not an error: nothing is connected yet.
-            let _ = self.events.send(ControlEvent::GrantRevoked(g));
+            let _ = self.events.send(ControlEvent::GrantRevoked(g.clone()));
+            self.cluster
+                .publish(crate::cluster::Message::Revoked { grant: Box::new(g) });
         }
     }
 
@@ -1138,7 +1146,7 @@ impl Service {
 
     /// The gateway with its `online` flag from the live control connections.
     pub(crate) fn with_online(&self, mut g: Gateway) -> Gateway {
-        g.online = !g.disabled && self.gateways.is_online(g.id);
+        g.online = !g.disabled && self.gateway_is_online(g.id);
         g
     }
 
@@ -1195,8 +1203,7 @@ impl Service {
         tx.commit().await?;
         self.announce(revoked);
         if disabling {
-            self.gateways
-                .close(id, "the gateway was disabled by an administrator");
+            self.close_gateway(id, "the gateway was disabled by an administrator");
         }
         Ok(self.with_online(g))
     }
@@ -1219,8 +1226,7 @@ impl Service {
             .await?;
         tx.commit().await?;
         self.announce(revoked);
-        self.gateways
-            .close(id, "the gateway was deleted by an administrator");
+        self.close_gateway(id, "the gateway was deleted by an administrator");
         Ok(())
     }
 

@@ -243,8 +243,10 @@ impl ClientLink {
                         refuse(&mut self.writer, code, &format!("the session ended: {reason}")).await;
                         Err(format!("session ended: {reason}"))
                     }
+                    Ok(ControlEvent::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                        self.resync(ctx).await
+                    }
                     Ok(_) => Ok(()),
-                    Err(broadcast::error::RecvError::Lagged(_)) => self.resync(ctx).await,
                     Err(broadcast::error::RecvError::Closed) => Err("the controller is stopping".into()),
                 },
                 Some((answer, grant)) = self.answers.1.recv() => {

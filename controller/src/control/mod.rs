@@ -249,6 +249,7 @@ async fn serve_gateway(service: Service, conn: quinn::Connection) {
         }
         Err(e) => tracing::error!(gateway = %id, error = %e, "recording a gateway online"),
     }
+    service.gateway_connected_here(id);
     tracing::info!(gateway = %id, %remote, "gateway online");
     let (messages_tx, messages) = mpsc::channel(64);
     let read_task = tokio::spawn(async move {
@@ -273,8 +274,11 @@ async fn serve_gateway(service: Service, conn: quinn::Connection) {
     let current = service.gateways.unregister(id, conn_id);
     conn.close(quinn::VarInt::from_u32(0), b"closed");
     tracing::info!(gateway = %id, reason = %why, "gateway offline");
-    if current && let Err(e) = service.gateway_offline(id, &why).await {
-        tracing::error!(gateway = %id, error = %e, "recording a gateway offline");
+    if current {
+        service.gateway_disconnected_here(id);
+        if let Err(e) = service.gateway_offline(id, &why).await {
+            tracing::error!(gateway = %id, error = %e, "recording a gateway offline");
+        }
     }
 }
 
@@ -392,6 +396,7 @@ impl Link {
                     Ok(ControlEvent::GrantRevoked(g)) if g.gateway_id == self.gateway => {
                         self.revoke(g.id).await
                     }
+                    Ok(ControlEvent::Resync) => self.full_sync(service).await,
                     Ok(_) => Ok(()),
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
                         tracing::warn!(missed, "control events lagged; sending a full sync");
@@ -554,6 +559,18 @@ impl Service {
         Ok(())
     }
 
+    /// One live grant as its gateway needs it; `None` once it is revoked or expired.
+    pub(crate) async fn grant_spec(&self, id: GrantId) -> Result<Option<GrantSpec>, ServiceError> {
+        let mut c = self.store.conn().await?;
+        let Some((g, preshared_key)) = store::live_grant_with_key(&mut c, id, now()).await? else {
+            return Ok(None);
+        };
+        let Some(r) = store::get_resource(&mut c, g.resource_id).await? else {
+            return Ok(None);
+        };
+        Ok(Some(grant_spec(g, preshared_key, &r)))
+    }
+
     /// Every live grant of a gateway as the gateway needs it.
     pub(crate) async fn gateway_grants(
         &self,
@@ -574,17 +591,21 @@ impl Service {
             let Some(r) = r else {
                 continue;
             };
-            specs.push(GrantSpec {
-                id: g.id,
-                public_key: g.public_key,
-                preshared_key,
-                tunnel_address: g.tunnel_address,
-                addresses: r.addresses.clone(),
-                ports: r.ports.clone(),
-                expires_at: g.expires_at,
-            });
+            specs.push(grant_spec(g, preshared_key, r));
         }
         Ok(specs)
+    }
+}
+
+fn grant_spec(g: model::Grant, preshared_key: String, r: &model::Resource) -> GrantSpec {
+    GrantSpec {
+        id: g.id,
+        public_key: g.public_key,
+        preshared_key,
+        tunnel_address: g.tunnel_address,
+        addresses: r.addresses.clone(),
+        ports: r.ports.clone(),
+        expires_at: g.expires_at,
     }
 }
 
@@ -598,3 +619,6 @@ fn gateway_actor(id: GatewayId, name: &str) -> Actor {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod cluster_tests;

@@ -72,6 +72,11 @@ impl Registry {
         self.sessions().contains_key(&gateway)
     }
 
+    /// The gateways whose control connection is up here.
+    pub(crate) fn online(&self) -> Vec<GatewayId> {
+        self.sessions().keys().copied().collect()
+    }
+
     /// Pushes a grant to `gateway`; `None` when it is not connected.
     pub(crate) fn push_grant(
         &self,
@@ -83,6 +88,16 @@ impl Registry {
         let session = sessions.get(&gateway)?;
         session.commands.send(Command::Add { grant, ack }).ok()?;
         Some(rx)
+    }
+
+    /// Forgets `gateway`'s connection here at once (it connected to another replica) and
+    /// closes it, telling it why; nothing more is pushed to it meanwhile.
+    pub(crate) fn hand_over(&self, gateway: GatewayId, reason: &str) {
+        if let Some(session) = self.sessions().remove(&gateway) {
+            let _ = session.commands.send(Command::Close {
+                reason: reason.to_owned(),
+            });
+        }
     }
 
     /// Closes `gateway`'s connection, telling it why.

@@ -21,25 +21,25 @@ use crate::service::*;
 use crate::store::Store;
 use crate::{AppState, ControlEndpoint, router};
 
-fn key() -> String {
+pub(super) fn key() -> String {
     let mut b = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut b);
     STANDARD.encode(b)
 }
 
-struct Harness {
-    service: Service,
-    http: String,
-    quic: SocketAddr,
-    cert: CertificateDer<'static>,
-    token: String,
-    client: reqwest::Client,
-    site: SiteId,
-    resource: model::ResourceId,
-    user: UserId,
-    device: DeviceId,
-    _control: ControlEndpoint,
-    _dir: tempfile::TempDir,
+pub(super) struct Harness {
+    pub(super) service: Service,
+    pub(super) http: String,
+    pub(super) quic: SocketAddr,
+    pub(super) cert: CertificateDer<'static>,
+    pub(super) token: String,
+    pub(super) client: reqwest::Client,
+    pub(super) site: SiteId,
+    pub(super) resource: model::ResourceId,
+    pub(super) user: UserId,
+    pub(super) device: DeviceId,
+    pub(super) _control: ControlEndpoint,
+    pub(super) _dir: tempfile::TempDir,
 }
 
 async fn harness() -> Harness {
@@ -47,11 +47,23 @@ async fn harness() -> Harness {
 }
 
 async fn harness_with(make: impl FnOnce(Store) -> Service) -> Harness {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open_sqlite(dir.path()).await.unwrap();
-    let service = make(store);
-    let identity = crate::tls::load_or_create(None, None, dir.path(), &[]).unwrap();
+    harness_on(make(store), dir).await
+}
+
+/// A controller's control endpoint and HTTP API on loopback.
+pub(super) struct Served {
+    pub(super) http: String,
+    pub(super) quic: SocketAddr,
+    pub(super) cert: CertificateDer<'static>,
+    pub(super) control: ControlEndpoint,
+}
+
+/// Serves `service` on loopback with a certificate kept in `dir`.
+pub(super) async fn serve(service: &Service, dir: &std::path::Path) -> Served {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let identity = crate::tls::load_or_create(None, None, dir, &[]).unwrap();
     let pem = std::fs::read(&identity.cert_path).unwrap();
     let cert = CertificateDer::pem_slice_iter(&pem)
         .next()
@@ -74,6 +86,23 @@ async fn harness_with(make: impl FnOnce(Store) -> Service) -> Harness {
         .await
         .unwrap();
     });
+    Served {
+        http,
+        quic,
+        cert,
+        control,
+    }
+}
+
+/// A served controller with a site, a resource, a user in a group with a device, and a
+/// policy that lets the group reach the resource.
+pub(super) async fn harness_on(service: Service, dir: tempfile::TempDir) -> Harness {
+    let Served {
+        http,
+        quic,
+        cert,
+        control,
+    } = serve(&service, dir.path()).await;
     let admin = Actor::cli();
     let token = service
         .create_token(
@@ -168,7 +197,33 @@ async fn harness_with(make: impl FnOnce(Store) -> Service) -> Harness {
 }
 
 impl Harness {
-    async fn gateway_token(&self) -> String {
+    /// Another controller replica on `store` (the same database), serving the same
+    /// objects, with its own endpoints.
+    pub(super) async fn replica(&self, service: Service) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let Served {
+            http,
+            quic,
+            cert,
+            control,
+        } = serve(&service, dir.path()).await;
+        Harness {
+            service,
+            http,
+            quic,
+            cert,
+            token: self.token.clone(),
+            client: reqwest::Client::new(),
+            site: self.site,
+            resource: self.resource,
+            user: self.user,
+            device: self.device,
+            _control: control,
+            _dir: dir,
+        }
+    }
+
+    pub(super) async fn gateway_token(&self) -> String {
         self.service
             .create_gateway_token(&Actor::cli(), self.site, GatewayTokenInput::default())
             .await
@@ -176,20 +231,24 @@ impl Harness {
             .secret
     }
 
-    fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+    pub(super) fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.client
             .request(method, format!("{}/api/v1{path}", self.http))
             .bearer_auth(&self.token)
     }
 
-    async fn get(&self, path: &str) -> Value {
+    pub(super) async fn get(&self, path: &str) -> Value {
         let res = self.req(reqwest::Method::GET, path).send().await.unwrap();
         assert!(res.status().is_success(), "GET {path}: {}", res.status());
         res.json().await.unwrap()
     }
 
     /// Starts an access request for the harness's device with a fresh key.
-    fn access(&self, device: DeviceId, public_key: &str) -> tokio::task::JoinHandle<(u16, Value)> {
+    pub(super) fn access(
+        &self,
+        device: DeviceId,
+        public_key: &str,
+    ) -> tokio::task::JoinHandle<(u16, Value)> {
         let req = self.req(reqwest::Method::POST, "/access").json(&json!({
             "user_id": self.user, "device_id": device, "resource_id": self.resource,
             "source": "192.0.2.7", "public_key": public_key,
@@ -202,7 +261,7 @@ impl Harness {
     }
 
     /// Asks for access and lets `gw` acknowledge the push; returns the peer configuration.
-    async fn issue(&self, gw: &mut TestGateway) -> Value {
+    pub(super) async fn issue(&self, gw: &mut TestGateway) -> Value {
         let pending = self.access(self.device, &key());
         let msg = gw.recv().await;
         let ControllerMessage::GrantAdded { seq, .. } = &msg else {
@@ -216,11 +275,11 @@ impl Harness {
         body
     }
 
-    async fn gateway_json(&self, id: GatewayId) -> Value {
+    pub(super) async fn gateway_json(&self, id: GatewayId) -> Value {
         self.get(&format!("/gateways/{id}")).await
     }
 
-    async fn wait_online(&self, id: GatewayId, online: bool) {
+    pub(super) async fn wait_online(&self, id: GatewayId, online: bool) {
         let deadline = Instant::now() + Duration::from_secs(5);
         while self.gateway_json(id).await["online"] != json!(online) {
             assert!(
@@ -233,20 +292,20 @@ impl Harness {
 }
 
 /// A minimal gateway: one connection, one stream, the grants it was told about.
-struct TestGateway {
+pub(super) struct TestGateway {
     _endpoint: quinn::Endpoint,
     conn: quinn::Connection,
     send: quinn::SendStream,
     recv: quinn::RecvStream,
     buf: Vec<u8>,
-    grants: BTreeMap<GrantId, GrantSpec>,
-    id: Option<GatewayId>,
+    pub(super) grants: BTreeMap<GrantId, GrantSpec>,
+    pub(super) id: Option<GatewayId>,
     credential: String,
     public_key: String,
 }
 
 impl TestGateway {
-    async fn connect(h: &Harness) -> Self {
+    pub(super) async fn connect(h: &Harness) -> Self {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(h.cert.clone()).unwrap();
         let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -279,14 +338,14 @@ impl TestGateway {
         }
     }
 
-    async fn send(&mut self, msg: &GatewayMessage) {
+    pub(super) async fn send(&mut self, msg: &GatewayMessage) {
         let mut buf = Vec::new();
         proto::encode(msg, &mut buf);
         self.send.write_all(&buf).await.unwrap();
     }
 
     /// The next message, or `None` when the stream ended.
-    async fn next(&mut self) -> Option<ControllerMessage> {
+    pub(super) async fn next(&mut self) -> Option<ControllerMessage> {
         tokio::time::timeout(Duration::from_secs(5), async {
             loop {
                 if let Some((msg, used)) = proto::decode(&self.buf).unwrap() {
@@ -304,16 +363,16 @@ impl TestGateway {
         .expect("no message from the controller within 5 s")
     }
 
-    async fn recv(&mut self) -> ControllerMessage {
+    pub(super) async fn recv(&mut self) -> ControllerMessage {
         self.next().await.expect("the stream ended")
     }
 
-    async fn ack(&mut self, seq: u64) {
+    pub(super) async fn ack(&mut self, seq: u64) {
         self.send(&GatewayMessage::Ack { seq }).await;
     }
 
     /// Applies a message to the grant set and returns its sequence number.
-    fn apply(&mut self, msg: ControllerMessage) -> Option<u64> {
+    pub(super) fn apply(&mut self, msg: ControllerMessage) -> Option<u64> {
         match msg {
             ControllerMessage::FullSync { seq, grants } => {
                 self.grants = grants.into_iter().map(|g| (g.id, g)).collect();
@@ -331,7 +390,7 @@ impl TestGateway {
         }
     }
 
-    async fn hello(&mut self) -> ControllerMessage {
+    pub(super) async fn hello(&mut self) -> ControllerMessage {
         let msg = GatewayMessage::Hello {
             credential: self.credential.clone(),
             public_key: self.public_key.clone(),
@@ -342,7 +401,7 @@ impl TestGateway {
     }
 
     /// Enrolls with `token`, says hello and applies the first full sync.
-    async fn enroll(h: &Harness, token: &str) -> Self {
+    pub(super) async fn enroll(h: &Harness, token: &str) -> Self {
         let mut gw = Self::connect(h).await;
         gw.send(&GatewayMessage::Enroll {
             token: token.into(),
@@ -369,7 +428,7 @@ impl TestGateway {
     }
 
     /// Connects again with the stored credential; returns the full sync.
-    async fn reconnect(&self, h: &Harness) -> (Self, ControllerMessage) {
+    pub(super) async fn reconnect(&self, h: &Harness) -> (Self, ControllerMessage) {
         let mut gw = Self::connect(h).await;
         gw.id = self.id;
         gw.credential = self.credential.clone();

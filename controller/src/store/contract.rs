@@ -20,8 +20,8 @@ async fn sqlite() -> (Store, tempfile::TempDir) {
 }
 
 /// A fresh PostgreSQL database, dropped when the guard goes.
-struct PgDb {
-    store: Store,
+pub(crate) struct PgDb {
+    pub(crate) store: Store,
     admin_url: String,
     name: String,
 }
@@ -51,7 +51,16 @@ impl Drop for PgDb {
     }
 }
 
-async fn postgres() -> Option<PgDb> {
+impl PgDb {
+    /// The database's URL, for more stores on it (more controller replicas).
+    pub(crate) fn url(&self) -> String {
+        let (base, _) = self.admin_url.rsplit_once('/').unwrap();
+        format!("{base}/{}", self.name)
+    }
+}
+
+/// A fresh database on the test PostgreSQL server; `None` (after saying so) without one.
+pub(crate) async fn postgres() -> Option<PgDb> {
     let Ok(admin_url) = std::env::var("POSTERN_TEST_POSTGRES_URL") else {
         assert!(
             std::env::var_os("CI").is_none(),

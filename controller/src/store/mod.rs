@@ -78,6 +78,8 @@ pub(crate) type Tx = sqlx::Transaction<'static, sqlx::Any>;
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// The database URL (the replicas' notifications need a connection of their own).
+    url: std::sync::Arc<str>,
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -131,7 +133,11 @@ impl Store {
                 .await?;
         }
         MIGRATOR.run(&pool).await?;
-        Ok(Self { pool, backend })
+        Ok(Self {
+            pool,
+            backend,
+            url: url.into(),
+        })
     }
 
     /// The database this store runs on.
@@ -164,6 +170,26 @@ impl Store {
             .max_connections(1)
             .connect(url)
             .await?)
+    }
+
+    /// A connection listening for PostgreSQL notifications; `None` on SQLite.
+    pub(crate) async fn listener(&self) -> Result<Option<sqlx::postgres::PgListener>, StoreError> {
+        match self.backend {
+            Backend::Sqlite => Ok(None),
+            Backend::Postgres => Ok(Some(sqlx::postgres::PgListener::connect(&self.url).await?)),
+        }
+    }
+
+    /// Sends a PostgreSQL notification on `channel` (nothing on SQLite).
+    pub(crate) async fn notify(&self, channel: &str, payload: &str) -> Result<(), StoreError> {
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(channel.to_owned())
+                .bind(payload.to_owned())
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Closes the pool.
@@ -206,4 +232,4 @@ pub(crate) fn flag(b: bool) -> i64 {
 }
 
 #[cfg(test)]
-mod contract;
+pub(crate) mod contract;

@@ -1459,6 +1459,30 @@ pub(crate) async fn live_grants_with_keys(
     .collect()
 }
 
+/// One live grant with its preshared key.
+pub(crate) async fn live_grant_with_key(
+    c: &mut Conn,
+    grant: GrantId,
+    now: Timestamp,
+) -> Result<Option<(Grant, String)>, StoreError> {
+    #[derive(FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        grant: GrantRow,
+        preshared_key: String,
+    }
+    sqlx::query_as::<_, Row>(&format!(
+        "SELECT {GRANT_COLUMNS}, preshared_key FROM grants WHERE id = $1 \
+         AND revoked_at IS NULL AND expires_at > $2 AND preshared_key IS NOT NULL"
+    ))
+    .bind(grant.to_string())
+    .bind(ms(now))
+    .fetch_optional(c)
+    .await?
+    .map(|r| Ok((r.grant.into_model()?, r.preshared_key)))
+    .transpose()
+}
+
 /// How many live grants each gateway serves (gateways with none are absent).
 pub(crate) async fn live_grant_counts(
     c: &mut Conn,
