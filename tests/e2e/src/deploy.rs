@@ -127,6 +127,7 @@ impl Api {
 #[derive(Debug)]
 pub struct Controller {
     process: Option<ChildGuard>,
+    listen: String,
     env: Vec<(String, String)>,
     data: PathBuf,
     log: PathBuf,
@@ -151,18 +152,9 @@ impl Controller {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
-        let process = spawn_controller(&t.controller, &data, &log, &env)?;
-        let out = wait_for(Duration::from_secs(30), || {
-            std::fs::read_to_string(&log)
-                .ok()
-                .filter(|s| s.contains("storage: "))
-        })
-        .with_context(|| {
-            format!(
-                "the controller did not start: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            )
-        })?;
+        let listen = format!("{CONTROLLER}:8443");
+        let process = spawn_controller(&t.controller, &listen, &data, &log, &env)?;
+        let out = started(&log)?;
         let line_after = |prefix: &str| {
             out.lines()
                 .find_map(|l| l.split_once(prefix).map(|(_, v)| v.trim().to_owned()))
@@ -187,12 +179,51 @@ impl Controller {
             .to_owned();
         Ok(Self {
             process: Some(process),
+            listen,
             env,
             data,
             log,
             fingerprint,
             api,
         })
+    }
+
+    /// Starts another replica of this controller (it must run on PostgreSQL) in the
+    /// controller namespace on `port`, with the same TLS certificate, secret key and
+    /// settings, and the data dir `dir/name`. It shares this one's admin token.
+    pub fn start_replica(
+        &self,
+        t: &Topology,
+        dir: &Path,
+        name: &str,
+        port: u16,
+    ) -> anyhow::Result<Self> {
+        let data = dir.join(name);
+        std::fs::create_dir_all(data.join("tls"))?;
+        for file in ["tls/cert.pem", "tls/key.pem", "secret.key"] {
+            std::fs::copy(self.data.join(file), data.join(file))
+                .with_context(|| format!("copying {file} to the replica"))?;
+        }
+        let log = dir.join(format!("{name}.log"));
+        let listen = format!("{CONTROLLER}:{port}");
+        let process = spawn_controller(&t.controller, &listen, &data, &log, &self.env)?;
+        started(&log)?;
+        let mut api = self.api.clone();
+        api.base = format!("https://{listen}");
+        Ok(Self {
+            process: Some(process),
+            listen,
+            env: self.env.clone(),
+            data,
+            log,
+            fingerprint: self.fingerprint.clone(),
+            api,
+        })
+    }
+
+    /// What it printed so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Stops the controller (SIGTERM).
@@ -208,6 +239,7 @@ impl Controller {
         self.stop()?;
         self.process = Some(spawn_controller(
             &t.controller,
+            &self.listen,
             &self.data,
             &self.log,
             &self.env,
@@ -223,8 +255,24 @@ impl Controller {
     }
 }
 
+/// Waits until the controller's log says it serves; returns the log.
+fn started(log: &Path) -> anyhow::Result<String> {
+    wait_for(Duration::from_secs(30), || {
+        std::fs::read_to_string(log)
+            .ok()
+            .filter(|s| s.contains("storage: "))
+    })
+    .with_context(|| {
+        format!(
+            "the controller did not start: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        )
+    })
+}
+
 fn spawn_controller(
     ns: &Netns,
+    listen: &str,
     data: &Path,
     log: &Path,
     env: &[(String, String)],
@@ -233,7 +281,7 @@ fn spawn_controller(
     cmd.args([
         "serve",
         "--listen",
-        &format!("{CONTROLLER}:8443"),
+        listen,
         "--tls-names",
         CONTROLLER,
         "--data-dir",
@@ -277,7 +325,7 @@ impl Gateway {
         let env = vec![
             (
                 "POSTERN_CONTROLLER".into(),
-                format!("https://{CONTROLLER}:8443"),
+                controller.api.base().to_owned(),
             ),
             (
                 "POSTERN_CONTROLLER_FINGERPRINT".into(),
