@@ -23,7 +23,9 @@ use crate::crypto;
 use crate::local::{Me, NewSession, SESSION_LIFETIME, SignedIn};
 use crate::secrets;
 use crate::service::{Actor, Service, ServiceError, invalid, subject};
-use crate::store::{self, Identity, IdentityProvider, OidcIdentity, PendingLogin, WebSession};
+use crate::store::{
+    self, GrantFilter, Identity, IdentityProvider, OidcIdentity, PendingLogin, WebSession,
+};
 
 type Result<T, E = ServiceError> = std::result::Result<T, E>;
 
@@ -842,10 +844,32 @@ impl Service {
         }
         store::delete_identity(&mut tx, identity).await?;
         let mut sessions_ended = 0;
+        // What was signed in through this identity ends with it: web sessions, and clients
+        // with their grants.
+        let mut devices = Vec::new();
+        let mut revoked = Vec::new();
         if let Some(provider) = &ident.provider {
             sessions_ended =
                 store::end_provider_web_sessions(&mut tx, user, provider, now, "identity unlinked")
                     .await?;
+            devices = store::end_provider_device_sessions(
+                &mut tx,
+                user,
+                provider,
+                now,
+                "identity unlinked",
+            )
+            .await?;
+            for &device in &devices {
+                let filter = GrantFilter {
+                    user: Some(user),
+                    ..GrantFilter::for_device(device)
+                };
+                revoked.extend(
+                    self.revoke_in(&mut tx, actor, filter, "identity unlinked")
+                        .await?,
+                );
+            }
         }
         self.audit(
             &mut tx,
@@ -858,10 +882,15 @@ impl Service {
                 "issuer": ident.issuer,
                 "subject": ident.subject,
                 "sessions_ended": sessions_ended,
+                "devices_signed_out": devices,
             }),
         )
         .await?;
         tx.commit().await?;
+        self.announce(revoked);
+        for device in devices {
+            self.announce_sessions_ended(Some(device), Some(user), "identity unlinked");
+        }
         Ok(())
     }
 

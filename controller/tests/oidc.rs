@@ -1310,4 +1310,63 @@ async fn a_client_approved_from_an_oidc_session_carries_its_provider_and_mfa() {
         }
         other => panic!("a stale MFA was accepted: {other:?}"),
     }
+
+    // Unlinking the identity this client signed in with ends the client's session (and its
+    // grants) with it; she keeps a password to sign in with.
+    let alice = ctx.user.id;
+    let (status, body) = c
+        .api(
+            Method::PUT,
+            &format!("/users/{alice}/password"),
+            Some(json!({"password": "correct horse battery staple"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let (_, identities) = c
+        .api(Method::GET, &format!("/users/{alice}/identities"), None)
+        .await;
+    let corp = identities
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["provider"] == "corp")
+        .unwrap_or_else(|| panic!("{identities}"))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut events = c.service.subscribe();
+    let (status, body) = c
+        .api(
+            Method::DELETE,
+            &format!("/users/{alice}/identities/{corp}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let ended = c
+        .service
+        .device_session(device_id, device_session["session"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert!(ended.is_err(), "the client's session outlived its identity");
+    let told = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+        loop {
+            if let Ok(controller::ControlEvent::SessionsEnded { device, reason, .. }) =
+                events.recv().await
+            {
+                return (device, reason);
+            }
+        }
+    })
+    .await
+    .expect("connected clients are told");
+    assert_eq!(told, (Some(device_id), "identity unlinked".to_owned()));
+    let (_, audit) = c
+        .api(Method::GET, "/audit?kind=identity.unlinked", None)
+        .await;
+    assert_eq!(
+        audit[0]["details"]["devices_signed_out"],
+        json!([device_id]),
+        "{audit}"
+    );
 }

@@ -320,6 +320,39 @@ pub(crate) async fn end_device_sessions(
     Ok(done.rows_affected())
 }
 
+/// Ends the live device sessions `user` signed in to through `provider`; returns their
+/// devices (each once).
+pub(crate) async fn end_provider_device_sessions(
+    c: &mut Conn,
+    user: UserId,
+    provider: &str,
+    now: Timestamp,
+    reason: &str,
+) -> Result<Vec<DeviceId>, StoreError> {
+    let devices: Vec<(String,)> = sqlx::query_as(
+        "SELECT DISTINCT device_id FROM device_sessions \
+         WHERE user_id = $1 AND provider = $2 AND ended_at IS NULL ORDER BY device_id",
+    )
+    .bind(user.to_string())
+    .bind(provider)
+    .fetch_all(&mut *c)
+    .await?;
+    sqlx::query(
+        "UPDATE device_sessions SET ended_at = $3, end_reason = $4 \
+         WHERE user_id = $1 AND provider = $2 AND ended_at IS NULL",
+    )
+    .bind(user.to_string())
+    .bind(provider)
+    .bind(ms(now))
+    .bind(reason)
+    .execute(c)
+    .await?;
+    devices
+        .into_iter()
+        .map(|(d,)| id("device_sessions", &d))
+        .collect()
+}
+
 /// A device session by its id.
 pub(crate) async fn device_session_by_id(
     c: &mut Conn,
