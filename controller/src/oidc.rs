@@ -8,7 +8,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jiff::{SignedDuration, Timestamp};
-use model::{Role, User, UserId};
+use model::{DeviceId, Role, User, UserId};
 use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
 use openidconnect::{
     AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, PkceCodeChallenge,
@@ -564,16 +564,31 @@ impl Service {
             return Err(config_managed_error(&provider.name));
         }
         store::delete_provider(&mut tx, id).await?;
+        // Nobody stays signed in through a provider that is gone.
+        let (sessions_ended, devices, revoked) = self
+            .sign_out_provider(
+                &mut tx,
+                actor,
+                None,
+                &provider.name,
+                "identity provider deleted",
+            )
+            .await?;
         self.audit(
             &mut tx,
             actor,
             "identity_provider.deleted",
             subject("identity_provider", id),
-            serde_json::json!({ "name": provider.name }),
+            serde_json::json!({
+                "name": provider.name,
+                "sessions_ended": sessions_ended,
+                "devices_signed_out": devices.iter().map(|(d, _)| d).collect::<Vec<_>>(),
+            }),
         )
         .await?;
         tx.commit().await?;
         self.oidc_cache.forget(id);
+        self.announce_sign_out(revoked, &devices, "identity provider deleted");
         Ok(())
     }
 
@@ -818,7 +833,6 @@ impl Service {
         identity: uuid::Uuid,
     ) -> Result<()> {
         Self::require_admin(actor)?;
-        let now = crate::service::now();
         let mut tx = self.store.begin().await?;
         store::get_user(&mut tx, user)
             .await?
@@ -838,38 +852,19 @@ impl Service {
         if others == 0 && !password {
             return Err(ServiceError::Conflict {
                 field: None,
-                message: "this is the user's only way to sign in: disable or delete the user                           instead, or link another identity first"
+                message: "this is the user's only way to sign in: disable or delete the user instead, or \
+                          link another identity first"
                     .into(),
             });
         }
         store::delete_identity(&mut tx, identity).await?;
-        let mut sessions_ended = 0;
         // What was signed in through this identity ends with it: web sessions, and clients
         // with their grants.
-        let mut devices = Vec::new();
-        let mut revoked = Vec::new();
+        let (mut sessions_ended, mut devices, mut revoked) = (0, Vec::new(), Vec::new());
         if let Some(provider) = &ident.provider {
-            sessions_ended =
-                store::end_provider_web_sessions(&mut tx, user, provider, now, "identity unlinked")
-                    .await?;
-            devices = store::end_provider_device_sessions(
-                &mut tx,
-                user,
-                provider,
-                now,
-                "identity unlinked",
-            )
-            .await?;
-            for &device in &devices {
-                let filter = GrantFilter {
-                    user: Some(user),
-                    ..GrantFilter::for_device(device)
-                };
-                revoked.extend(
-                    self.revoke_in(&mut tx, actor, filter, "identity unlinked")
-                        .await?,
-                );
-            }
+            (sessions_ended, devices, revoked) = self
+                .sign_out_provider(&mut tx, actor, Some(user), provider, "identity unlinked")
+                .await?;
         }
         self.audit(
             &mut tx,
@@ -882,16 +877,52 @@ impl Service {
                 "issuer": ident.issuer,
                 "subject": ident.subject,
                 "sessions_ended": sessions_ended,
-                "devices_signed_out": devices,
+                "devices_signed_out": devices.iter().map(|(d, _)| d).collect::<Vec<_>>(),
             }),
         )
         .await?;
         tx.commit().await?;
-        self.announce(revoked);
-        for device in devices {
-            self.announce_sessions_ended(Some(device), Some(user), "identity unlinked");
-        }
+        self.announce_sign_out(revoked, &devices, "identity unlinked");
         Ok(())
+    }
+
+    /// Ends in `c`'s transaction the web and device sessions signed in to through
+    /// `provider` (only `user`'s, when given) and revokes those devices' grants of those
+    /// users. Returns the web sessions ended, the (device, user) pairs signed out and the
+    /// grants to announce (with [`Service::announce_sign_out`]) after commit.
+    async fn sign_out_provider(
+        &self,
+        c: &mut store::Conn,
+        actor: &Actor,
+        user: Option<UserId>,
+        provider: &str,
+        reason: &str,
+    ) -> Result<(u64, Vec<(DeviceId, UserId)>, Vec<model::Grant>)> {
+        let now = crate::service::now();
+        let web = store::end_provider_web_sessions(c, user, provider, now, reason).await?;
+        let devices = store::end_provider_device_sessions(c, user, provider, now, reason).await?;
+        let mut revoked = Vec::new();
+        for &(device, user) in &devices {
+            let filter = GrantFilter {
+                user: Some(user),
+                ..GrantFilter::for_device(device)
+            };
+            revoked.extend(self.revoke_in(c, actor, filter, reason).await?);
+        }
+        Ok((web, devices, revoked))
+    }
+
+    /// Tells gateways and connected clients what [`Service::sign_out_provider`] ended.
+    fn announce_sign_out(
+        &self,
+        revoked: Vec<model::Grant>,
+        devices: &[(DeviceId, UserId)],
+        reason: &str,
+    ) {
+        self.announce(revoked);
+        for &(device, user) in devices {
+            self.announce_sessions_ended(Some(device), Some(user), reason);
+        }
     }
 
     /// A provider by name with its client secret, opened.

@@ -214,6 +214,18 @@ impl Controller {
         assert_eq!(res.status(), StatusCode::OK);
         res.json().await.unwrap()
     }
+
+    /// The status of `/auth/me` for a browser session.
+    async fn me_status(&self, session: &str) -> StatusCode {
+        let res = self
+            .http
+            .get(format!("{}/api/v1/auth/me", self.base))
+            .header("cookie", format!("__Host-postern_session={session}"))
+            .send()
+            .await
+            .unwrap();
+        res.status()
+    }
 }
 
 /// The body of a failed sign-in as a browser sees it: an HTML page, not cached, not framed.
@@ -1087,6 +1099,51 @@ async fn discovery_and_keys_are_cached_and_refreshed_on_an_unknown_key() {
     assert_eq!(c.failures("unknown key id").await, 2);
 }
 
+/// Signs a client in through the device authorization flow, approved from the browser
+/// session `session`; returns its device and what `/device-auth/token` answered.
+async fn client_session(c: &Controller, session: &str) -> (model::DeviceId, Value) {
+    use proto::device::DeviceKey;
+
+    let key = DeviceKey::generate();
+    let (status, start) = c
+        .api(
+            Method::POST,
+            "/device-auth",
+            Some(json!({"public_key": key.public_key(), "name": "laptop"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{start}");
+    let res = c
+        .http
+        .post(format!("{}/api/v1/device-auth/approve", c.base))
+        .header("cookie", format!("__Host-postern_session={session}"))
+        .json(&json!({"user_code": start["user_code"], "approve": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        StatusCode::NO_CONTENT,
+        "{}",
+        res.text().await.unwrap_or_default()
+    );
+    let (status, device_session) = c
+        .api(
+            Method::POST,
+            "/device-auth/token",
+            Some(json!({"device_code": start["device_code"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{device_session}");
+
+    let device_id = device_session["device_id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    (device_id, device_session)
+}
+
 async fn policy_with(
     c: &Controller,
     name: &str,
@@ -1181,8 +1238,6 @@ async fn decisions_use_the_stored_sign_in_unless_the_request_says_otherwise() {
 
 #[tokio::test]
 async fn a_client_approved_from_an_oidc_session_carries_its_provider_and_mfa() {
-    use proto::device::DeviceKey;
-
     let c = Controller::start().await;
     let idp = Idp::real(&c.callback_uri("corp")).await;
     c.add_provider("corp", &idp.issuer).await;
@@ -1233,43 +1288,7 @@ async fn a_client_approved_from_an_oidc_session_carries_its_provider_and_mfa() {
         .await
         .unwrap();
     drop(conn);
-    let key = DeviceKey::generate();
-    let (status, start) = c
-        .api(
-            Method::POST,
-            "/device-auth",
-            Some(json!({"public_key": key.public_key(), "name": "laptop"})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{start}");
-    let res = c
-        .http
-        .post(format!("{}/api/v1/device-auth/approve", c.base))
-        .header("cookie", format!("__Host-postern_session={session}"))
-        .json(&json!({"user_code": start["user_code"], "approve": true}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        res.status(),
-        StatusCode::NO_CONTENT,
-        "{}",
-        res.text().await.unwrap_or_default()
-    );
-    let (status, device_session) = c
-        .api(
-            Method::POST,
-            "/device-auth/token",
-            Some(json!({"device_code": start["device_code"]})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{device_session}");
-
-    let device_id = device_session["device_id"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let (device_id, device_session) = client_session(&c, &session).await;
     let ctx = c
         .service
         .device_session(device_id, device_session["session"].as_str().unwrap())
@@ -1369,4 +1388,66 @@ async fn a_client_approved_from_an_oidc_session_carries_its_provider_and_mfa() {
         json!([device_id]),
         "{audit}"
     );
+}
+
+#[tokio::test]
+async fn deleting_a_provider_signs_out_everyone_who_signed_in_through_it() {
+    let c = Controller::start().await;
+    let idp = Idp::real(&c.callback_uri("corp")).await;
+    c.add_provider("corp", &idp.issuer).await;
+    let session = sign_in(&c, "corp", "alice").await;
+    let (device, client) = client_session(&c, &session).await;
+    let secret = client["session"].as_str().unwrap().to_owned();
+    assert!(
+        c.service
+            .device_session(device, &secret)
+            .await
+            .unwrap()
+            .is_ok()
+    );
+    let me = c.me_status(&session).await;
+    assert_eq!(me, StatusCode::OK);
+
+    let (_, providers) = c.api(Method::GET, "/identity-providers", None).await;
+    let corp = providers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "corp")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut events = c.service.subscribe();
+    let (status, body) = c
+        .api(Method::DELETE, &format!("/identity-providers/{corp}"), None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+
+    assert!(
+        c.service
+            .device_session(device, &secret)
+            .await
+            .unwrap()
+            .is_err(),
+        "the client stayed signed in"
+    );
+    let me = c.me_status(&session).await;
+    assert_eq!(me, StatusCode::UNAUTHORIZED, "the browser stayed signed in");
+    let told = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+        loop {
+            if let Ok(controller::ControlEvent::SessionsEnded { device, .. }) = events.recv().await
+            {
+                return device;
+            }
+        }
+    })
+    .await
+    .expect("connected clients are told");
+    assert_eq!(told, Some(device));
+    let (_, audit) = c
+        .api(Method::GET, "/audit?kind=identity_provider.deleted", None)
+        .await;
+    assert_eq!(audit[0]["details"]["devices_signed_out"], json!([device]));
+    assert_eq!(audit[0]["details"]["sessions_ended"], json!(1), "{audit}");
 }

@@ -1669,7 +1669,7 @@ async fn web_sessions_end_by_provider(s: &Store) {
         Some("corp")
     );
     assert_eq!(
-        end_provider_web_sessions(&mut c, u.id, "corp", now(), "identity unlinked")
+        end_provider_web_sessions(&mut c, Some(u.id), "corp", now(), "identity unlinked")
             .await
             .unwrap(),
         1

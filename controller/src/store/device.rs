@@ -320,36 +320,38 @@ pub(crate) async fn end_device_sessions(
     Ok(done.rows_affected())
 }
 
-/// Ends the live device sessions `user` signed in to through `provider`; returns their
-/// devices (each once).
+/// Ends the live device sessions signed in to through `provider` (only `user`'s, when
+/// given); returns each (device, user) once.
 pub(crate) async fn end_provider_device_sessions(
     c: &mut Conn,
-    user: UserId,
+    user: Option<UserId>,
     provider: &str,
     now: Timestamp,
     reason: &str,
-) -> Result<Vec<DeviceId>, StoreError> {
-    let devices: Vec<(String,)> = sqlx::query_as(
-        "SELECT DISTINCT device_id FROM device_sessions \
-         WHERE user_id = $1 AND provider = $2 AND ended_at IS NULL ORDER BY device_id",
+) -> Result<Vec<(DeviceId, UserId)>, StoreError> {
+    let user = user.map(|u| u.to_string());
+    let ended: Vec<(String, String)> = sqlx::query_as(
+        "SELECT DISTINCT device_id, user_id FROM device_sessions \
+         WHERE ($1 IS NULL OR user_id = $1) AND provider = $2 AND ended_at IS NULL \
+         ORDER BY device_id, user_id",
     )
-    .bind(user.to_string())
+    .bind(user.clone())
     .bind(provider)
     .fetch_all(&mut *c)
     .await?;
     sqlx::query(
         "UPDATE device_sessions SET ended_at = $3, end_reason = $4 \
-         WHERE user_id = $1 AND provider = $2 AND ended_at IS NULL",
+         WHERE ($1 IS NULL OR user_id = $1) AND provider = $2 AND ended_at IS NULL",
     )
-    .bind(user.to_string())
+    .bind(user)
     .bind(provider)
     .bind(ms(now))
     .bind(reason)
     .execute(c)
     .await?;
-    devices
+    ended
         .into_iter()
-        .map(|(d,)| id("device_sessions", &d))
+        .map(|(d, u)| Ok((id("device_sessions", &d)?, id("device_sessions", &u)?)))
         .collect()
 }
 

@@ -550,16 +550,16 @@ pub(crate) async fn end_user_web_sessions(
 /// Ends every live session of a user that was signed in with `provider`; returns how many.
 pub(crate) async fn end_provider_web_sessions(
     c: &mut Conn,
-    user: UserId,
+    user: Option<UserId>,
     provider: &str,
     now: Timestamp,
     reason: &str,
 ) -> Result<u64, StoreError> {
     let done = sqlx::query(
         "UPDATE web_sessions SET ended_at = $3, end_reason = $4 \
-         WHERE user_id = $1 AND provider = $2 AND ended_at IS NULL",
+         WHERE ($1 IS NULL OR user_id = $1) AND provider = $2 AND ended_at IS NULL",
     )
-    .bind(user.to_string())
+    .bind(user.map(|u| u.to_string()))
     .bind(provider)
     .bind(ms(now))
     .bind(reason)
