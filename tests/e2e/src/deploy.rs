@@ -29,17 +29,22 @@ pub fn build_binaries() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let profile_dir = workspace_binary("");
         let mut cmd = Command::new(cargo);
-        cmd.args([
-            "build",
-            "-p",
-            "postern-controller",
-            "-p",
-            "postern-gateway",
-            "-p",
-            "postern-client",
-        ]);
         if profile_dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
+            cmd.args([
+                "build",
+                "--release",
+                "-p",
+                "postern-controller",
+                "-p",
+                "postern-gateway",
+                "-p",
+                "postern-client",
+            ]);
+        } else {
+            // The same selection as `cargo test --workspace` (every test target, so the same
+            // features): after it, this only links the binaries instead of building every
+            // dependency a second time with other features (minutes, and disk).
+            cmd.args(["build", "--workspace", "--tests", "--bins"]);
         }
         let status = cmd.status().expect("running cargo build");
         assert!(status.success(), "building the binaries failed");
