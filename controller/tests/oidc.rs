@@ -204,27 +204,23 @@ impl Controller {
     }
 
     async fn me(&self, session: &str) -> Value {
-        let res = self
-            .http
-            .get(format!("{}/api/v1/auth/me", self.base))
-            .header("cookie", format!("__Host-postern_session={session}"))
-            .send()
-            .await
-            .unwrap();
+        let res = self.me_response(session).await;
         assert_eq!(res.status(), StatusCode::OK);
         res.json().await.unwrap()
     }
 
     /// The status of `/auth/me` for a browser session.
     async fn me_status(&self, session: &str) -> StatusCode {
-        let res = self
-            .http
+        self.me_response(session).await.status()
+    }
+
+    async fn me_response(&self, session: &str) -> reqwest::Response {
+        self.http
             .get(format!("{}/api/v1/auth/me", self.base))
             .header("cookie", format!("__Host-postern_session={session}"))
             .send()
             .await
-            .unwrap();
-        res.status()
+            .unwrap()
     }
 }
 

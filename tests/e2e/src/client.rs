@@ -6,6 +6,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -365,4 +366,67 @@ pub fn route_to_controller(
     client.ip(&["route", "replace", "10.77.4.0/24", "via", client_gw])?;
     controller.ip(&["route", "replace", client_net, "via", controller_gw])?;
     Ok(())
+}
+
+/// Keeps one TCP connection echoing every 20 ms from a thread inside `ns`; reports each
+/// echo's time.
+pub struct Ticker {
+    times: mpsc::Receiver<Instant>,
+    stop: mpsc::Sender<()>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Ticker {
+    pub fn start(ns: &Netns, target: &str, port: u16) -> Self {
+        let target: SocketAddr = format!("{target}:{port}")
+            .parse()
+            .expect("an address and port");
+        let (tx, times) = mpsc::channel();
+        let (stop, stop_rx) = mpsc::channel::<()>();
+        let path = format!("/var/run/netns/{}", ns.name());
+        let thread = std::thread::spawn(move || {
+            let _ = crate::in_namespace(&path, async move {
+                tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+                    let mut s = TcpStream::connect_timeout(&target, Duration::from_secs(5))?;
+                    s.set_read_timeout(Some(Duration::from_millis(200)))?;
+                    let mut buf = [0u8; 5];
+                    for _ in 0..3000 {
+                        if stop_rx.try_recv().is_ok() {
+                            break;
+                        }
+                        if s.write_all(b"tick\n").is_ok() && s.read_exact(&mut buf).is_ok() {
+                            let _ = tx.send(Instant::now());
+                        }
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    Ok(())
+                })
+                .await?
+            });
+        });
+        Self {
+            times,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Waits for the next echo.
+    pub fn next(&self, timeout: Duration) -> Option<Instant> {
+        self.times.recv_timeout(timeout).ok()
+    }
+
+    /// The latest echo seen so far (draining the queue).
+    pub fn last(&self) -> Option<Instant> {
+        self.times.try_iter().last()
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        let _ = self.stop.send(());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }

@@ -6,13 +6,10 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use e2e::client::{
-    Daemon, create_local_user, echo, echo_server, has_link, route_to_controller, routes_via,
+    Daemon, Ticker, create_local_user, echo, echo_server, has_link, route_to_controller, routes_via,
 };
 use e2e::deploy::{Controller, Gateway};
 use e2e::topology::{CONTROLLER, GATEWAY_PUBLIC, RESOURCE_1, Topology};
@@ -21,67 +18,6 @@ use e2e::{Netns, link, wait_for};
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "correct horse battery staple";
-
-/// Keeps one TCP connection echoing every 20 ms from a thread inside `ns`; reports each
-/// echo's time.
-struct Ticker {
-    times: mpsc::Receiver<Instant>,
-    stop: mpsc::Sender<()>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Ticker {
-    fn start(ns: &Netns, target: &str, port: u16) -> Self {
-        let target: SocketAddr = format!("{target}:{port}").parse().unwrap();
-        let (tx, times) = mpsc::channel();
-        let (stop, stop_rx) = mpsc::channel::<()>();
-        let path = format!("/var/run/netns/{}", ns.name());
-        let thread = std::thread::spawn(move || {
-            let _ = e2e::in_namespace(&path, async move {
-                tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-                    let mut s = TcpStream::connect_timeout(&target, Duration::from_secs(5))?;
-                    s.set_read_timeout(Some(Duration::from_millis(200)))?;
-                    let mut buf = [0u8; 5];
-                    for _ in 0..3000 {
-                        if stop_rx.try_recv().is_ok() {
-                            break;
-                        }
-                        if s.write_all(b"tick\n").is_ok() && s.read_exact(&mut buf).is_ok() {
-                            let _ = tx.send(Instant::now());
-                        }
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                    Ok(())
-                })
-                .await?
-            });
-        });
-        Self {
-            times,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    /// Waits for the next echo.
-    fn next(&self, timeout: Duration) -> Option<Instant> {
-        self.times.recv_timeout(timeout).ok()
-    }
-
-    /// The latest echo seen so far (draining the queue).
-    fn last(&self) -> Option<Instant> {
-        self.times.try_iter().last()
-    }
-}
-
-impl Drop for Ticker {
-    fn drop(&mut self) {
-        let _ = self.stop.send(());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
 
 fn id(v: &Value) -> String {
     v["id"].as_str().unwrap().to_owned()

@@ -8,46 +8,14 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use e2e::client::{Daemon, echo, echo_server, route_to_controller};
+use e2e::client::{Daemon, Ticker, echo, echo_server, route_to_controller};
 use e2e::deploy::{Controller, Gateway};
 use e2e::postgres::Database;
 use e2e::topology::{GATEWAY_PUBLIC, RESOURCE_1, Topology};
-use e2e::{Netns, wait_for};
+use e2e::wait_for;
 use serde_json::{Value, json};
-
-/// One TCP connection echoing every 20 ms from inside `ns`; the time of each echo.
-fn ticker(ns: &Netns, target: &str, port: u16) -> (mpsc::Receiver<Instant>, mpsc::Sender<()>) {
-    let target: SocketAddr = format!("{target}:{port}").parse().unwrap();
-    let (tx, times) = mpsc::channel();
-    let (stop, stop_rx) = mpsc::channel::<()>();
-    let path = format!("/var/run/netns/{}", ns.name());
-    std::thread::spawn(move || {
-        let _ = e2e::in_namespace(&path, async move {
-            tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-                let mut s = TcpStream::connect_timeout(&target, Duration::from_secs(5))?;
-                s.set_read_timeout(Some(Duration::from_millis(200)))?;
-                let mut buf = [0u8; 5];
-                for _ in 0..1500 {
-                    if stop_rx.try_recv().is_ok() {
-                        break;
-                    }
-                    if s.write_all(b"tick\n").is_ok() && s.read_exact(&mut buf).is_ok() {
-                        let _ = tx.send(Instant::now());
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Ok(())
-            })
-            .await?
-        });
-    });
-    (times, stop)
-}
 
 fn gateway_online(ctl: &Controller, id: &str) -> Option<bool> {
     ctl.api
@@ -151,9 +119,9 @@ fn replicas_on_one_postgres_share_gateways_grants_and_revocations() {
     });
 
     // A revocation at B stops the open connection of A's client within a second.
-    let (times, stop) = ticker(&t.client, RESOURCE_1, 8080);
-    times
-        .recv_timeout(Duration::from_secs(5))
+    let ticker = Ticker::start(&t.client, RESOURCE_1, 8080);
+    ticker
+        .next(Duration::from_secs(5))
         .expect("the open connection echoes");
     let grant_id = daemon.resource("app").unwrap()["grant_id"]
         .as_str()
@@ -165,8 +133,8 @@ fn replicas_on_one_postgres_share_gateways_grants_and_revocations() {
         .unwrap();
     let returned = Instant::now();
     std::thread::sleep(Duration::from_secs(2));
-    let last = times.try_iter().last().unwrap_or(started);
-    let _ = stop.send(());
+    let last = ticker.last().unwrap_or(started);
+    drop(ticker);
     let cut = last.saturating_duration_since(returned);
     eprintln!(
         "revocation across replicas: API call took {:?}; last echo {cut:?} after it returned",
