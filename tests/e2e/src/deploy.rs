@@ -46,6 +46,25 @@ pub fn build_binaries() {
             // dependency a second time with other features (minutes, and disk).
             cmd.args(["build", "--workspace", "--tests", "--bins"]);
         }
+        // Without what cargo set for this test process (CARGO_PKG_NAME, CARGO_MANIFEST_DIR,
+        // OUT_DIR, ...): build scripts such as ring's rerun when those change, and the outer
+        // `cargo test` ran them without.
+        for (key, _) in std::env::vars_os() {
+            let k = key.to_string_lossy();
+            if [
+                "CARGO_PKG_",
+                "CARGO_MANIFEST_",
+                "CARGO_CRATE_",
+                "CARGO_BIN_",
+                "CARGO_CFG_",
+            ]
+            .iter()
+            .any(|p| k.starts_with(p))
+                || ["CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR", "OUT_DIR"].contains(&&*k)
+            {
+                cmd.env_remove(&key);
+            }
+        }
         let status = cmd.status().expect("running cargo build");
         assert!(status.success(), "building the binaries failed");
     });
