@@ -4,66 +4,19 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::process::Command;
-use std::sync::mpsc;
+use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
+use e2e::client::{Ticker, echo_server};
 use e2e::deploy::{Controller, Gateway, connect_client, provision};
 use e2e::topology::{CLIENT, GATEWAY_PUBLIC, RESOURCE_1, RESOURCE_2, Topology};
 use e2e::wg::{KeyPair, Peer, WireguardGo};
-use e2e::{ChildGuard, Netns, wait_for};
+use e2e::{Netns, wait_for};
 use serde_json::json;
 
-const ECHO: &str = r#"
-import socket, sys, threading
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], int(sys.argv[2])))
-s.listen(64)
-def serve(c):
-    with c:
-        while True:
-            d = c.recv(65536)
-            if not d:
-                return
-            c.sendall(d)
-while True:
-    c, _ = s.accept()
-    threading.Thread(target=serve, args=(c,), daemon=True).start()
-"#;
-
-fn echo_server(ns: &Netns, addr: &str, port: u16, dir: &std::path::Path) -> ChildGuard {
-    let mut cmd = Command::new("python3");
-    cmd.args(["-c", ECHO, addr, &port.to_string()]);
-    let guard = ns
-        .spawn(cmd, &dir.join(format!("echo-{addr}-{port}.log")))
-        .unwrap();
-    wait_for(Duration::from_secs(10), || {
-        ns.sh(&format!("ss -Hltn 'sport = :{port}'"))
-            .ok()
-            .filter(|s| !s.trim().is_empty())
-    })
-    .expect("echo server listening");
-    guard
-}
-
-/// Opens a TCP connection from inside `ns` and checks that a line comes back.
+/// The gateway tests' echo: a line comes back within 1.5 s.
 fn echo(ns: &Netns, target: &str, port: u16) -> anyhow::Result<()> {
-    let target: SocketAddr = format!("{target}:{port}").parse()?;
-    ns.block_on(async move {
-        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-            let mut s = TcpStream::connect_timeout(&target, Duration::from_millis(1500))?;
-            s.set_read_timeout(Some(Duration::from_millis(1500)))?;
-            s.write_all(b"hello\n")?;
-            let mut buf = [0u8; 6];
-            s.read_exact(&mut buf)?;
-            anyhow::ensure!(&buf == b"hello\n", "echo came back wrong");
-            Ok(())
-        })
-        .await?
-    })?
+    e2e::client::echo(ns, target, port, Duration::from_millis(1500))
 }
 
 fn wait_echo(ns: &Netns, target: &str, port: u16, timeout: Duration) -> bool {
@@ -114,9 +67,9 @@ fn gateway_enforces_grants_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
     let t = Topology::new().unwrap();
     let _servers = [
-        echo_server(&t.resource1, RESOURCE_1, 8080, dir.path()),
-        echo_server(&t.resource1, RESOURCE_1, 9090, dir.path()),
-        echo_server(&t.resource2, RESOURCE_2, 8080, dir.path()),
+        echo_server(&t.resource1, RESOURCE_1, 8080, dir.path()).unwrap(),
+        echo_server(&t.resource1, RESOURCE_1, 9090, dir.path()).unwrap(),
+        echo_server(&t.resource2, RESOURCE_2, 8080, dir.path()).unwrap(),
     ];
     let mut ctl = Controller::start(&t, dir.path()).unwrap();
     let site = ctl
@@ -249,32 +202,9 @@ fn gateway_enforces_grants_end_to_end() {
     );
 
     // Revocation stops an open TCP connection within one second.
-    let target: SocketAddr = format!("{RESOURCE_1}:8080").parse().unwrap();
-    let (tx, rx) = mpsc::channel::<Instant>();
-    let (stop_tx, stop_rx) = mpsc::channel::<()>();
-    let ns_path = format!("/var/run/netns/{}", t.client.name());
-    let pinger = std::thread::spawn(move || {
-        e2e::in_namespace(&ns_path, async move {
-            tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-                let mut s = TcpStream::connect_timeout(&target, Duration::from_secs(2))?;
-                s.set_read_timeout(Some(Duration::from_millis(200)))?;
-                let mut buf = [0u8; 5];
-                for _ in 0..400 {
-                    if stop_rx.try_recv().is_ok() {
-                        break;
-                    }
-                    if s.write_all(b"tick\n").is_ok() && s.read_exact(&mut buf).is_ok() {
-                        let _ = tx.send(Instant::now());
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Ok(())
-            })
-            .await?
-        })
-    });
-    let first = rx
-        .recv_timeout(Duration::from_secs(5))
+    let ticker = Ticker::start(&t.client, RESOURCE_1, 8080);
+    let first = ticker
+        .next(Duration::from_secs(5))
         .expect("the open connection echoes");
     assert!(first.elapsed() < Duration::from_secs(5));
     let grant_id = client.grant["grant_id"].as_str().unwrap();
@@ -284,8 +214,8 @@ fn gateway_enforces_grants_end_to_end() {
         .unwrap();
     let revoked_at = Instant::now();
     std::thread::sleep(Duration::from_secs(2));
-    let _ = stop_tx.send(());
-    let last = rx.try_iter().last().unwrap_or(first);
+    let last = ticker.last().unwrap_or(first);
+    drop(ticker);
     let cut = last.saturating_duration_since(revoked_at);
     eprintln!(
         "revocation: API call took {:?}; last echo on the open connection {:?} after the call started",
@@ -296,7 +226,6 @@ fn gateway_enforces_grants_end_to_end() {
         cut < Duration::from_secs(1),
         "the open connection stopped {cut:?} after revocation"
     );
-    let _ = pinger.join();
     assert!(
         echo(&t.client, RESOURCE_1, 8080).is_err(),
         "new connections fail too"
