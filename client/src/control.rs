@@ -11,6 +11,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use proto::client::{CLIENT_ALPN, ClientMessage, RefusalCode, ServerMessage, Welcome};
 use proto::device::DeviceKey;
+use proto::stream::ReadError;
 use quinn::crypto::rustls::QuicClientConfig;
 use tokio::sync::mpsc;
 
@@ -23,7 +24,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const KEEP_ALIVE: Duration = Duration::from_secs(2);
 /// A connection silent for this long is dead.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(8);
-const READ_CHUNK: usize = 64 * 1024;
 
 /// Why the control link could not be set up or ended.
 #[derive(Debug, thiserror::Error)]
@@ -170,7 +170,7 @@ pub async fn connect(
             },
         )
         .await?;
-        let nonce = match reader.next().await? {
+        let nonce = match next_message(&mut reader).await? {
             ServerMessage::Challenge { nonce } => STANDARD
                 .decode(nonce.trim())
                 .map_err(|_| LinkError::Protocol("the challenge is not base64".into()))?,
@@ -181,7 +181,7 @@ pub async fn connect(
         };
         let signature = key.sign_challenge(session.device_id, &nonce);
         write(&mut send, &ClientMessage::Proof { signature }).await?;
-        let welcome = match reader.next().await? {
+        let welcome = match next_message(&mut reader).await? {
             ServerMessage::Welcome(w) => w,
             ServerMessage::Refused { code, reason } => {
                 return Err(LinkError::Refused { code, reason });
@@ -241,7 +241,7 @@ async fn write_loop(mut send: quinn::SendStream, mut out: mpsc::UnboundedReceive
 
 async fn read_loop(mut reader: FrameReader, events: mpsc::Sender<LinkEvent>) {
     loop {
-        match reader.next().await {
+        match next_message(&mut reader).await {
             Ok(m) => {
                 if events.send(LinkEvent::Message(Box::new(m))).await.is_err() {
                     return;
@@ -255,43 +255,15 @@ async fn read_loop(mut reader: FrameReader, events: mpsc::Sender<LinkEvent>) {
     }
 }
 
-/// Reads length-prefixed controller messages from a QUIC stream.
-struct FrameReader {
-    recv: quinn::RecvStream,
-    buf: Vec<u8>,
-    chunk: Vec<u8>,
-}
+type FrameReader = proto::stream::FrameReader<quinn::RecvStream>;
 
-impl FrameReader {
-    fn new(recv: quinn::RecvStream) -> Self {
-        Self {
-            recv,
-            buf: Vec::new(),
-            chunk: vec![0; READ_CHUNK],
-        }
-    }
-
-    async fn next(&mut self) -> Result<ServerMessage, LinkError> {
-        loop {
-            match proto::decode(&self.buf) {
-                Ok(Some((message, used))) => {
-                    self.buf.drain(..used);
-                    return Ok(message);
-                }
-                Ok(None) => {}
-                Err(e) => return Err(LinkError::Protocol(e.to_string())),
-            }
-            match self.recv.read(&mut self.chunk).await {
-                Ok(Some(n)) => self.buf.extend_from_slice(&self.chunk[..n]),
-                Ok(None) => {
-                    return Err(LinkError::Unreachable(
-                        "the controller closed the link".into(),
-                    ));
-                }
-                Err(e) => return Err(LinkError::Unreachable(e.to_string())),
-            }
-        }
-    }
+/// The next message from the controller.
+async fn next_message(reader: &mut FrameReader) -> Result<ServerMessage, LinkError> {
+    reader.next().await.map_err(|e| match e {
+        ReadError::Malformed(e) => LinkError::Protocol(e.to_string()),
+        ReadError::Closed => LinkError::Unreachable("the controller closed the link".into()),
+        ReadError::Io(e) => LinkError::Unreachable(e.to_string()),
+    })
 }
 
 #[cfg(test)]

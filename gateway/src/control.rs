@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use proto::stream::ReadError;
 use proto::{ControllerMessage, GatewayMessage};
 use quinn::crypto::rustls::QuicClientConfig;
 use rand::Rng;
@@ -39,7 +40,6 @@ const MIN_BACKOFF: Duration = Duration::from_millis(250);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const KEEP_ALIVE: Duration = Duration::from_secs(5);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(20);
-const READ_CHUNK: usize = 64 * 1024;
 
 /// Whether the control link is up and synced, shared with the HTTP endpoints.
 #[derive(Debug, Default)]
@@ -104,7 +104,7 @@ enum SessionError {
     #[error("sending: {0}")]
     Write(#[from] quinn::WriteError),
     #[error("receiving: {0}")]
-    Read(#[from] quinn::ReadError),
+    Read(std::io::Error),
     #[error("bad message from the controller: {0}")]
     Decode(#[from] proto::DecodeError),
     #[error("the controller closed the stream")]
@@ -115,6 +115,16 @@ enum SessionError {
     Unexpected(&'static str),
     #[error(transparent)]
     Fatal(#[from] ControlError),
+}
+
+impl From<ReadError> for SessionError {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::Malformed(e) => Self::Decode(e),
+            ReadError::Closed => Self::Closed,
+            ReadError::Io(e) => Self::Read(e),
+        }
+    }
 }
 
 impl From<StateError> for SessionError {
@@ -387,35 +397,7 @@ async fn send_message(
     Ok(())
 }
 
-/// Reads length-prefixed controller messages from a QUIC stream.
-struct FrameReader {
-    recv: quinn::RecvStream,
-    buf: Vec<u8>,
-    chunk: Vec<u8>,
-}
-
-impl FrameReader {
-    fn new(recv: quinn::RecvStream) -> Self {
-        Self {
-            recv,
-            buf: Vec::new(),
-            chunk: vec![0; READ_CHUNK],
-        }
-    }
-
-    async fn next(&mut self) -> Result<ControllerMessage, SessionError> {
-        loop {
-            if let Some((message, used)) = proto::decode(&self.buf)? {
-                self.buf.drain(..used);
-                return Ok(message);
-            }
-            match self.recv.read(&mut self.chunk).await? {
-                Some(n) => self.buf.extend_from_slice(&self.chunk[..n]),
-                None => return Err(SessionError::Closed),
-            }
-        }
-    }
-}
+type FrameReader = proto::stream::FrameReader<quinn::RecvStream>;
 
 /// Exponential backoff with jitter: each delay is drawn from the upper half of a window that
 /// doubles from [`MIN_BACKOFF`] up to [`MAX_BACKOFF`].

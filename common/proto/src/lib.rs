@@ -8,6 +8,7 @@
 
 pub mod client;
 pub mod device;
+pub mod stream;
 
 use std::net::IpAddr;
 

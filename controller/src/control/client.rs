@@ -111,10 +111,7 @@ pub(super) async fn serve_client(service: Service, conn: quinn::Connection) {
         conn.close(quinn::VarInt::from_u32(1), b"no stream");
         return;
     };
-    let mut reader = FrameReader {
-        recv,
-        buf: Vec::new(),
-    };
+    let mut reader = FrameReader::new(recv);
     let mut writer = FrameWriter {
         send,
         buf: Vec::new(),

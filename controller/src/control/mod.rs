@@ -141,10 +141,7 @@ fn server_config(identity: &TlsIdentity) -> anyhow::Result<quinn::ServerConfig> 
 // ---------------------------------------------------------------- one connection
 
 /// Reads frames from the peer's half of the stream.
-struct FrameReader {
-    recv: quinn::RecvStream,
-    buf: Vec<u8>,
-}
+struct FrameReader(proto::stream::FrameReader<quinn::RecvStream>);
 
 /// Why reading a frame failed. The message's text is never logged: it may hold a secret.
 #[derive(Debug)]
@@ -154,22 +151,17 @@ enum ReadFailure {
 }
 
 impl FrameReader {
+    fn new(recv: quinn::RecvStream) -> Self {
+        Self(proto::stream::FrameReader::new(recv))
+    }
+
     async fn next<M: serde::de::DeserializeOwned>(&mut self) -> Result<M, ReadFailure> {
-        loop {
-            match proto::decode::<M>(&self.buf) {
-                Ok(Some((msg, used))) => {
-                    self.buf.drain(..used);
-                    return Ok(msg);
-                }
-                Ok(None) => {}
-                Err(_) => return Err(ReadFailure::Malformed),
+        self.0.next().await.map_err(|e| match e {
+            proto::stream::ReadError::Malformed(_) => ReadFailure::Malformed,
+            proto::stream::ReadError::Closed | proto::stream::ReadError::Io(_) => {
+                ReadFailure::Closed
             }
-            let mut chunk = [0u8; 16 * 1024];
-            match self.recv.read(&mut chunk).await {
-                Ok(Some(n)) => self.buf.extend_from_slice(&chunk[..n]),
-                Ok(None) | Err(_) => return Err(ReadFailure::Closed),
-            }
-        }
+        })
     }
 }
 
@@ -216,10 +208,7 @@ async fn serve_gateway(service: Service, conn: quinn::Connection) {
         conn.close(quinn::VarInt::from_u32(1), b"no stream");
         return;
     };
-    let mut reader = FrameReader {
-        recv,
-        buf: Vec::new(),
-    };
+    let mut reader = FrameReader::new(recv);
     let mut writer = FrameWriter {
         send,
         buf: Vec::new(),
