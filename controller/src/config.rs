@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::Deserialize;
 
-use crate::oidc::IdentityProviderInput;
+use crate::app::IdentityProviderInput;
 
 /// The parsed config file.
 #[derive(Debug, Clone, Default, Deserialize)]

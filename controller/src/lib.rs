@@ -1,43 +1,54 @@
-//! The Postern controller: the object store (SQLite or PostgreSQL), the application services
-//! that hold every rule about objects, policy decisions, the REST API and audit log, and
-//! the HTTPS server that carries them, and the QUIC control endpoint gateways connect to on
-//! the same address and port. This crate does IO; the decision logic itself is the pure
-//! `policy` crate.
+//! The Postern controller: identity, devices, policy decisions, grants, the REST API, the
+//! web UI and the audit log, over the `store` (SQLite or PostgreSQL). This crate does IO;
+//! the decision logic itself is the pure `policy` crate.
+//!
+//! Its modules form a one-way stack (the layering test in `tests/layers.rs` keeps it so):
+//!
+//! - [`serve`] builds the store, the bus, the services and the endpoints, once;
+//! - shells: `http` (REST API and web UI), `control` (QUIC links of gateways and
+//!   clients), `cluster` (the replicas' `LISTEN`/`NOTIFY`); they call the services only;
+//! - `app`: the application services, one file per object family over a small kernel;
+//! - `bus`: the in-memory fan-out to gateway and client links and other replicas;
+//! - `store`: SQL only; and the leaves `crypto`, `secrets`, `totp`, `tls`.
 
-mod access;
-mod api;
+mod app;
+mod bus;
 mod cluster;
 mod config;
 mod control;
 mod crypto;
-mod device;
-mod local;
-mod oidc;
+mod http;
 mod secrets;
-mod service;
 mod store;
 mod tls;
 mod totp;
-mod web;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
 
-pub use access::{AccessGrant, AccessOutcome, AccessRequest};
-pub use api::{AppState, router};
+pub use app::{
+    AccessGrant, AccessOutcome, AccessRequest, Actor, ClientContext, ConditionsInput,
+    DEFAULT_ACK_TIMEOUT, DEFAULT_DEVICE_SESSION_TTL, DEFAULT_TUNNEL_NETWORK,
+    DEVICE_AUTHORIZATION_TTL, DEVICE_POLL_INTERVAL, DEVICE_SESSION_MAX, DecisionRequest,
+    DeviceApproval, DeviceAuthorizationInput, DeviceAuthorizationStart, DevicePatch, DeviceSession,
+    DeviceTokenInput, EnrollInput, EnrolledDevice, EnrollmentKeyInput, GatewayPatch,
+    GatewayTokenInput, GroupInput, IdentityConfigReport, IdentityLink, IdentityProviderInput,
+    Issued, LOCAL_PROVIDER, LOCKOUT, LinkIdentityInput, LoginInput, MAX_FAILED_SIGN_INS,
+    MIN_PASSWORD_CHARS, Me, MemberInput, NewSession, OIDC_BROWSER_COOKIE, OIDC_LOGIN_TTL,
+    OidcCallback, OidcStart, POSTURE_MAX_SKEW, PasswordChange, PasswordInput, PendingDevice,
+    PolicyInput, PostureProfileInput, RECOVERY_CODE_COUNT, RecoveryCodes, ResourceInput,
+    SESSION_COOKIE, SESSION_IDLE_TIMEOUT, SESSION_LIFETIME, Service, ServiceError, SessionProblem,
+    SetupInput, SetupResult, SignedIn, SiteInput, TokenInput, TotpCode, TotpEnrollment, UserInput,
+    UserPatch,
+};
+pub use bus::ControlEvent;
 pub use cluster::ClusterError;
 pub use config::{ConfigFile, ProviderConfig};
 pub use control::{CONTROL_ALPN, ControlEndpoint};
 pub use crypto::{SecretError, SecretKey};
-pub use device::*;
-pub use local::*;
-pub use oidc::{
-    IdentityConfigReport, IdentityLink, IdentityProviderInput, LinkIdentityInput,
-    OIDC_BROWSER_COOKIE, OIDC_LOGIN_TTL, OidcCallback, OidcStart,
-};
-pub use service::*;
+pub use http::{AppState, router};
 pub use store::{
     ApiToken, AuditEvent, AuditFilter, Backend, EnrollmentKey, GatewayToken, GrantFilter, Identity,
     IdentityProvider, Store, StoreError, WebSession,
@@ -91,9 +102,9 @@ impl ServeConfig {
             tls_key: None,
             tls_names: Vec::new(),
             insecure_http: false,
-            tunnel_network: access::default_tunnel_network(),
+            tunnel_network: app::default_tunnel_network(),
             public_url: None,
-            device_session_ttl: device::DEFAULT_DEVICE_SESSION_TTL.unsigned_abs(),
+            device_session_ttl: DEFAULT_DEVICE_SESSION_TTL.unsigned_abs(),
             posture_interval: std::time::Duration::from_secs(60),
             config_file: None,
             secret_key_file: None,
@@ -174,8 +185,7 @@ pub async fn serve(
         .await
         .context("sealing secrets stored in plain text")?;
     // On PostgreSQL, other replicas may share the database: hear of their changes.
-    service
-        .start_cluster()
+    cluster::start(&service)
         .await
         .context("joining the other controller replicas")?;
     if let Some((origin, providers)) = identity_config {

@@ -13,11 +13,10 @@ use proto::client::{ClientGrant, ClientMessage, DenyReason, RefusalCode, ServerM
 use rand::RngCore;
 use tokio::sync::{broadcast, mpsc};
 
+use super::describe;
 use super::{FrameReader, FrameWriter, HANDSHAKE_TIMEOUT, ReadFailure};
-use crate::access::AccessOutcome;
-use crate::device::{ClientContext, SessionProblem};
-use crate::service::{ControlEvent, Service};
-use crate::store::{self, GrantFilter};
+use crate::app::{AccessOutcome, ClientContext, Service, ServiceError, SessionProblem};
+use crate::bus::ControlEvent;
 
 /// How often a connection re-checks its session and the user's resources.
 const RECHECK: Duration = Duration::from_secs(10);
@@ -178,10 +177,7 @@ pub(super) async fn serve_client(service: Service, conn: quinn::Connection) {
     tracing::info!(device = %device, reason = %why, "client disconnected");
 }
 
-async fn welcome(
-    service: &Service,
-    ctx: &ClientContext,
-) -> Result<Welcome, crate::service::ServiceError> {
+async fn welcome(service: &Service, ctx: &ClientContext) -> Result<Welcome, ServiceError> {
     Ok(Welcome {
         user_id: ctx.user.id,
         user_name: ctx.user.email.clone(),
@@ -276,10 +272,8 @@ impl ClientLink {
     }
 
     async fn revoke_reason(&self, grant: GrantId) -> String {
-        let Ok(mut c) = self.service.store().conn().await else {
-            return "revoked".into();
-        };
-        store::grant_revoke_reason(&mut c, grant)
+        self.service
+            .grant_revoke_reason(grant)
             .await
             .ok()
             .flatten()
@@ -289,22 +283,11 @@ impl ClientLink {
     /// After missing events: tell the client about every grant of this connection that is
     /// no longer live.
     async fn resync(&mut self, ctx: &ClientContext) -> Result<(), String> {
-        let live: HashSet<GrantId> = match self.service.store().conn().await {
-            Ok(mut c) => store::list_grants(
-                &mut c,
-                &GrantFilter {
-                    device: Some(ctx.device.id),
-                    live_at: Some(crate::service::now()),
-                    ..Default::default()
-                },
-            )
+        let live: HashSet<GrantId> = self
+            .service
+            .live_grant_ids(ctx.device.id)
             .await
-            .map_err(|e| e.to_string())?
-            .into_iter()
-            .map(|g| g.id)
-            .collect(),
-            Err(e) => return Err(e.to_string()),
-        };
+            .map_err(|e| describe(&e))?;
         let gone: Vec<GrantId> = self.issued.difference(&live).copied().collect();
         for id in gone {
             self.issued.remove(&id);
@@ -402,7 +385,7 @@ impl ClientLink {
                         Err(e) => (
                             ServerMessage::Failed {
                                 request,
-                                message: e.to_string(),
+                                message: describe(&e),
                             },
                             None,
                         ),
@@ -428,7 +411,7 @@ impl ClientLink {
                     Ok(_) => None,
                     Err(e) => {
                         tracing::warn!(error = %e, "posture report refused");
-                        Some(e.to_string())
+                        Some(describe(&e))
                     }
                 };
                 self.send(&ServerMessage::PostureAck { seq, error }).await
@@ -444,7 +427,7 @@ impl ClientLink {
                         .await
                     }
                     Err(e) => {
-                        refuse(&mut self.writer, RefusalCode::SessionEnded, &e.to_string()).await;
+                        refuse(&mut self.writer, RefusalCode::SessionEnded, &describe(&e)).await;
                         Err(format!("renewal failed: {e}"))
                     }
                 }

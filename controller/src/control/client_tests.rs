@@ -6,7 +6,7 @@ use proto::client::{ClientMessage, RefusalCode, ServerMessage, Welcome};
 use proto::device::DeviceKey;
 
 use super::*;
-use crate::local::{LoginInput, PasswordInput, SignedIn};
+use crate::app::{LoginInput, PasswordInput, SignedIn};
 
 const PASSWORD: &str = "correct horse battery";
 
@@ -149,7 +149,7 @@ async fn post(h: &Harness, path: &str, body: Value, cookie: Option<&str>) -> (u1
         .post(format!("{}/api/v1{path}", h.http))
         .json(&body);
     if let Some(c) = cookie {
-        req = req.header("cookie", format!("{}={c}", crate::local::SESSION_COOKIE));
+        req = req.header("cookie", format!("{}={c}", crate::app::SESSION_COOKIE));
     }
     let res = req.send().await.unwrap();
     let status = res.status().as_u16();
@@ -231,10 +231,7 @@ async fn the_device_flow_waits_for_approval_and_yields_one_session() {
     let res = h
         .client
         .post(format!("{}/api/v1/device-auth/approve", h.http))
-        .header(
-            "cookie",
-            format!("{}={cookie}", crate::local::SESSION_COOKIE),
-        )
+        .header("cookie", format!("{}={cookie}", crate::app::SESSION_COOKIE))
         .header("content-type", "application/x-www-form-urlencoded")
         .body(format!("user_code={user_code}&approve=true"))
         .send()
@@ -248,10 +245,7 @@ async fn the_device_flow_waits_for_approval_and_yields_one_session() {
     let pending_page = h
         .client
         .get(format!("{}/api/v1/device-auth/{user_code}", h.http))
-        .header(
-            "cookie",
-            format!("{}={cookie}", crate::local::SESSION_COOKIE),
-        )
+        .header("cookie", format!("{}={cookie}", crate::app::SESSION_COOKIE))
         .send()
         .await
         .unwrap();
@@ -299,7 +293,7 @@ async fn denied_unknown_and_malformed_sign_ins_fail_clearly() {
     let start = h
         .service
         .start_device_authorization(
-            crate::device::DeviceAuthorizationInput {
+            crate::app::DeviceAuthorizationInput {
                 public_key: key.public_key(),
                 name: "x".into(),
             },

@@ -8,7 +8,8 @@ use proto::ControllerMessage;
 use serde_json::{Value, json};
 
 use super::tests::{Harness, TestGateway, harness_on};
-use crate::service::*;
+use crate::app::*;
+use crate::bus::ControlEvent;
 use crate::store::Store;
 use crate::store::contract::{PgDb, postgres};
 
@@ -16,11 +17,11 @@ use crate::store::contract::{PgDb, postgres};
 async fn two_replicas() -> Option<(Harness, Harness, PgDb)> {
     let db = postgres().await?;
     let a = Service::new(db.store.clone()).with_ack_timeout(Duration::from_secs(3));
-    a.start_cluster().await.unwrap();
+    crate::cluster::start(&a).await.unwrap();
     let a = harness_on(a, tempfile::tempdir().unwrap()).await;
     let b = Service::new(Store::connect(&db.url()).await.unwrap())
         .with_ack_timeout(Duration::from_secs(3));
-    b.start_cluster().await.unwrap();
+    crate::cluster::start(&b).await.unwrap();
     let b = a.replica(b).await;
     Some((a, b, db))
 }
@@ -179,7 +180,7 @@ async fn a_resync_sends_every_gateway_its_full_grant_set() {
     online_at(&a, &gw, true).await;
     let issued = a.issue(&mut gw).await;
     // What the listener does after its connection to PostgreSQL dropped.
-    let _ = b.service.events.send(ControlEvent::Resync);
+    b.service.bus().emit(ControlEvent::Resync);
     let msg = gw.recv().await;
     let ControllerMessage::FullSync { grants, .. } = &msg else {
         panic!("expected a full sync, got {msg:?}");
@@ -192,6 +193,6 @@ async fn a_resync_sends_every_gateway_its_full_grant_set() {
 async fn on_sqlite_there_is_no_bus() {
     let dir = tempfile::tempdir().unwrap();
     let service = Service::new(Store::open_sqlite(dir.path()).await.unwrap());
-    service.start_cluster().await.unwrap();
-    assert!(!service.cluster.is_running());
+    crate::cluster::start(&service).await.unwrap();
+    assert!(!service.bus().replicas().is_running());
 }

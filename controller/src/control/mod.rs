@@ -15,7 +15,6 @@
 //!    dropping events. A disabled or deleted gateway gets `Refused{reason}` and is closed.
 
 mod client;
-mod registry;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -23,18 +22,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use model::{Gateway, GatewayId, GrantId, Role};
+use model::{Gateway, GatewayId, GrantId};
 use proto::{ControllerMessage, GatewayMessage, GrantSpec};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use registry::Command;
-pub(crate) use registry::Registry;
-
-use crate::access::check_wireguard_key;
-use crate::service::{Actor, ControlEvent, Service, ServiceError, now, subject};
-use crate::store;
+use crate::app::check_wireguard_key;
+use crate::app::{Service, ServiceError};
+use crate::bus::{Command, ControlEvent};
 use crate::tls::TlsIdentity;
 
 /// The ALPN protocol of the gateway control channel.
@@ -224,21 +220,21 @@ async fn serve_gateway(service: Service, conn: quinn::Connection) {
     };
     let id = gateway.id;
     let span = tracing::info_span!("gateway", gateway = %id);
-    let (conn_id, commands) = service.gateways.register(id);
+    let (conn_id, commands) = service.bus().gateways().register(id);
     let events = service.subscribe();
     // Registered first, checked second: a gateway disabled or deleted in between is either
     // seen here or closed through the registry.
     match service.gateway_online(&gateway, remote).await {
         Ok(true) => {}
         Ok(false) => {
-            service.gateways.unregister(id, conn_id);
+            service.bus().gateways().unregister(id, conn_id);
             writer.refuse("the gateway is disabled or deleted").await;
             conn.close(quinn::VarInt::from_u32(2), b"refused");
             return;
         }
         Err(e) => tracing::error!(gateway = %id, error = %e, "recording a gateway online"),
     }
-    service.gateway_connected_here(id);
+    service.bus().gateway_connected_here(id);
     tracing::info!(gateway = %id, %remote, "gateway online");
     let (messages_tx, messages) = mpsc::channel(64);
     let read_task = tokio::spawn(async move {
@@ -260,11 +256,11 @@ async fn serve_gateway(service: Service, conn: quinn::Connection) {
     let why =
         tracing::Instrument::instrument(link.run(&service, events, commands, messages), span).await;
     read_task.abort();
-    let current = service.gateways.unregister(id, conn_id);
+    let current = service.bus().gateways().unregister(id, conn_id);
     conn.close(quinn::VarInt::from_u32(0), b"closed");
     tracing::info!(gateway = %id, reason = %why, "gateway offline");
     if current {
-        service.gateway_disconnected_here(id);
+        service.bus().gateway_disconnected_here(id);
         if let Err(e) = service.gateway_offline(id, &why).await {
             tracing::error!(gateway = %id, error = %e, "recording a gateway offline");
         }
@@ -324,9 +320,15 @@ async fn next_in_time(reader: &mut FrameReader) -> Result<GatewayMessage, String
 }
 
 fn refusal(e: ServiceError) -> String {
+    describe(&e)
+}
+
+/// The one mapping of a service error to what a gateway or client is told over QUIC: the
+/// error's own words, except for a database failure, whose text stays in the log.
+pub(crate) fn describe(e: &ServiceError) -> String {
     match e {
         ServiceError::Store(e) => {
-            tracing::error!(error = %e, "store failure during a gateway handshake");
+            tracing::error!(error = %e, "store failure serving a control connection");
             "internal error; see the controller's log".into()
         }
         e => e.to_string(),
@@ -482,127 +484,6 @@ impl Link {
         {
             let _ = waiter.send(());
         }
-    }
-}
-
-// ---------------------------------------------------------------- services for the link
-
-impl Service {
-    /// Records that a gateway's control connection is up: its key, endpoint and the time.
-    /// False when the gateway is disabled or deleted by now.
-    pub(crate) async fn gateway_online(
-        &self,
-        g: &Gateway,
-        remote: SocketAddr,
-    ) -> Result<bool, ServiceError> {
-        let mut tx = self.store.begin().await?;
-        if store::get_gateway(&mut tx, g.id)
-            .await?
-            .is_none_or(|current| current.disabled)
-        {
-            return Ok(false);
-        }
-        store::gateway_seen(
-            &mut tx,
-            g.id,
-            g.public_key.as_deref(),
-            g.endpoint.as_deref(),
-            now(),
-        )
-        .await?;
-        self.audit(
-            &mut tx,
-            &gateway_actor(g.id, &g.name),
-            "gateway.online",
-            subject("gateway", g.id),
-            serde_json::json!({
-                "site": g.site_id, "public_key": g.public_key, "endpoint": g.endpoint,
-                "remote": remote.to_string(),
-            }),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(true)
-    }
-
-    /// Records that a gateway's control connection ended.
-    pub(crate) async fn gateway_offline(
-        &self,
-        id: GatewayId,
-        reason: &str,
-    ) -> Result<(), ServiceError> {
-        let mut tx = self.store.begin().await?;
-        let name = store::get_gateway(&mut tx, id)
-            .await?
-            .map_or_else(|| id.to_string(), |g| g.name);
-        store::gateway_seen(&mut tx, id, None, None, now()).await?;
-        self.audit(
-            &mut tx,
-            &gateway_actor(id, &name),
-            "gateway.offline",
-            subject("gateway", id),
-            serde_json::json!({ "reason": reason }),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// One live grant as its gateway needs it; `None` once it is revoked or expired.
-    pub(crate) async fn grant_spec(&self, id: GrantId) -> Result<Option<GrantSpec>, ServiceError> {
-        let mut c = self.store.conn().await?;
-        let Some((g, preshared_key)) = store::live_grant_with_key(&mut c, id, now()).await? else {
-            return Ok(None);
-        };
-        let Some(r) = store::get_resource(&mut c, g.resource_id).await? else {
-            return Ok(None);
-        };
-        Ok(Some(grant_spec(g, preshared_key, &r)))
-    }
-
-    /// Every live grant of a gateway as the gateway needs it.
-    pub(crate) async fn gateway_grants(
-        &self,
-        id: GatewayId,
-    ) -> Result<Vec<GrantSpec>, ServiceError> {
-        let mut c = self.store.conn().await?;
-        let grants = store::live_grants_with_keys(&mut c, id, now()).await?;
-        let mut resources = HashMap::new();
-        let mut specs = Vec::with_capacity(grants.len());
-        for (g, preshared_key) in grants {
-            let r = match resources.entry(g.resource_id) {
-                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    e.insert(store::get_resource(&mut c, g.resource_id).await?)
-                }
-            };
-            // A grant outlives a deleted resource only until its revocation commits.
-            let Some(r) = r else {
-                continue;
-            };
-            specs.push(grant_spec(g, preshared_key, r));
-        }
-        Ok(specs)
-    }
-}
-
-fn grant_spec(g: model::Grant, preshared_key: String, r: &model::Resource) -> GrantSpec {
-    GrantSpec {
-        id: g.id,
-        public_key: g.public_key,
-        preshared_key,
-        tunnel_address: g.tunnel_address,
-        addresses: r.addresses.clone(),
-        ports: r.ports.clone(),
-        expires_at: g.expires_at,
-    }
-}
-
-fn gateway_actor(id: GatewayId, name: &str) -> Actor {
-    Actor {
-        id: subject("gateway", id),
-        name: name.to_owned(),
-        role: Role::User,
     }
 }
 

@@ -17,7 +17,7 @@ use rustls::pki_types::pem::PemObject;
 use serde_json::{Value, json};
 
 use super::CONTROL_ALPN;
-use crate::service::*;
+use crate::app::*;
 use crate::store::Store;
 use crate::{AppState, ControlEndpoint, router};
 

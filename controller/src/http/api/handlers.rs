@@ -16,9 +16,8 @@ use utoipa_axum::routes;
 
 use super::extract::{Body, BodyOrDefault, Id, Query, Session};
 use super::{ApiError, AppState, Auth, ErrorBody};
-use crate::access::{AccessGrant, AccessOutcome, AccessRequest};
-use crate::local::*;
-use crate::service::*;
+use crate::app::*;
+use crate::app::{AccessGrant, AccessOutcome, AccessRequest};
 use crate::store::{ApiToken, AuditEvent, AuditFilter, EnrollmentKey, GatewayToken, GrantFilter};
 
 type Res<T> = Result<Json<T>, ApiError>;
@@ -305,12 +304,12 @@ async fn list_identity_providers(
 }
 
 /// Adds an OpenID identity provider by its issuer (discovery URL), client id and secret.
-#[utoipa::path(post, path = "/identity-providers", tag = "identity-providers", request_body = crate::oidc::IdentityProviderInput,
+#[utoipa::path(post, path = "/identity-providers", tag = "identity-providers", request_body = crate::app::IdentityProviderInput,
     responses((status = 201, body = crate::store::IdentityProvider), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn create_identity_provider(
     State(s): State<AppState>,
     Auth(a): Auth,
-    Body(input): Body<crate::oidc::IdentityProviderInput>,
+    Body(input): Body<crate::app::IdentityProviderInput>,
 ) -> Result<Response, ApiError> {
     Ok(created(
         s.service.create_identity_provider(&a, input).await?,
@@ -517,14 +516,14 @@ async fn list_user_identities(
 /// Links an existing identity (of another user) to this user: it signs in as this user from
 /// now on. The same e-mail address at two providers is two users until an admin links them.
 #[utoipa::path(post, path = "/users/{id}/identities", tag = "users", params(("id" = String, Path)),
-    request_body = crate::oidc::LinkIdentityInput,
-    responses((status = 200, body = crate::oidc::IdentityLink), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    request_body = crate::app::LinkIdentityInput,
+    responses((status = 200, body = crate::app::IdentityLink), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn link_identity(
     State(s): State<AppState>,
     Auth(a): Auth,
     Id(id): Id<UserId>,
-    Body(input): Body<crate::oidc::LinkIdentityInput>,
-) -> Res<crate::oidc::IdentityLink> {
+    Body(input): Body<crate::app::LinkIdentityInput>,
+) -> Res<crate::app::IdentityLink> {
     Ok(Json(
         s.service.link_identity(&a, id, input.identity_id).await?,
     ))

@@ -15,14 +15,12 @@ use openidconnect::{
     PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
 };
 use serde::Deserialize;
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use super::accounts::{Me, NewSession, SESSION_LIFETIME, SignedIn};
+use super::kernel::{Actor, Service, ServiceError, invalid, subject};
 use crate::crypto;
-use crate::local::{Me, NewSession, SESSION_LIFETIME, SignedIn};
 use crate::secrets;
-use crate::service::{Actor, Service, ServiceError, invalid, subject};
 use crate::store::{
     self, GrantFilter, Identity, IdentityProvider, OidcIdentity, PendingLogin, WebSession,
 };
@@ -39,90 +37,6 @@ pub const OIDC_LOGIN_TTL: SignedDuration = SignedDuration::from_mins(10);
 const MFA_AMR: &[&str] = &[
     "mfa", "otp", "hwk", "swk", "sms", "fpt", "face", "iris", "retina", "sc",
 ];
-
-/// How long a provider's discovery document and signing keys are used before they are
-/// fetched again.
-pub(crate) const DISCOVERY_TTL: Duration = Duration::from_secs(10 * 60);
-/// How often an ID token signed with an unknown key may make the keys be fetched again.
-pub(crate) const KEY_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
-
-/// Providers' discovery documents with their signing keys, by provider, so that a sign-in
-/// does not fetch them again. An entry is used only for the same issuer, for
-/// [`DISCOVERY_TTL`]; the keys are refreshed early when a token names a key they lack.
-#[derive(Default)]
-pub(crate) struct DiscoveryCache {
-    entries: Mutex<HashMap<uuid::Uuid, Discovered>>,
-}
-
-struct Discovered {
-    issuer: String,
-    metadata: CoreProviderMetadata,
-    fetched_at: Instant,
-    keys_refreshed_at: Option<Instant>,
-}
-
-impl std::fmt::Debug for DiscoveryCache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let n = self.lock().len();
-        f.debug_struct("DiscoveryCache")
-            .field("providers", &n)
-            .finish()
-    }
-}
-
-impl DiscoveryCache {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<uuid::Uuid, Discovered>> {
-        self.entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn get(&self, provider: &IdentityProvider, now: Instant) -> Option<CoreProviderMetadata> {
-        self.lock()
-            .get(&provider.id)
-            .filter(|d| d.issuer == provider.issuer)
-            .filter(|d| now.saturating_duration_since(d.fetched_at) < DISCOVERY_TTL)
-            .map(|d| d.metadata.clone())
-    }
-
-    fn put(&self, provider: &IdentityProvider, metadata: CoreProviderMetadata, now: Instant) {
-        self.lock().insert(
-            provider.id,
-            Discovered {
-                issuer: provider.issuer.clone(),
-                metadata,
-                fetched_at: now,
-                keys_refreshed_at: None,
-            },
-        );
-    }
-
-    /// Whether the keys may be fetched again now; if so, marks that they are.
-    fn may_refresh_keys(&self, provider: &IdentityProvider, now: Instant) -> bool {
-        let mut entries = self.lock();
-        let Some(d) = entries.get_mut(&provider.id) else {
-            return false;
-        };
-        if d.keys_refreshed_at
-            .is_some_and(|t| now.saturating_duration_since(t) < KEY_REFRESH_INTERVAL)
-        {
-            return false;
-        }
-        d.keys_refreshed_at = Some(now);
-        true
-    }
-
-    fn put_keys(&self, provider: &IdentityProvider, metadata: CoreProviderMetadata) {
-        if let Some(d) = self.lock().get_mut(&provider.id) {
-            d.metadata = metadata;
-        }
-    }
-
-    /// Drops what is cached of a provider (it was changed or removed).
-    pub(crate) fn forget(&self, provider: uuid::Uuid) {
-        self.lock().remove(&provider);
-    }
-}
 
 // ---------------------------------------------------------------- inputs and outputs
 
@@ -415,16 +329,6 @@ fn sign_in_actor(provider: &str) -> Actor {
     }
 }
 
-/// The HTTP client for discovery and the token endpoint: no redirects (SSRF and
-/// code-leak safety, as the `openidconnect` crate advises), short timeouts.
-pub(crate) fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(std::time::Duration::from_secs(10))
-        .build()
-        .unwrap_or_default()
-}
-
 /// Admins and auditors may read users' identities.
 fn require_reader(actor: &Actor) -> Result<()> {
     match actor.role {
@@ -514,7 +418,7 @@ impl Service {
         input: IdentityProviderInput,
     ) -> Result<IdentityProvider> {
         Self::require_admin(actor)?;
-        let provider = checked_provider(input.clone(), crate::service::now())?;
+        let provider = checked_provider(input.clone(), super::kernel::now())?;
         let mut tx = self.store.begin().await?;
         if let Some((existing, _)) = store::provider_by_name(&mut tx, &provider.name).await? {
             return Err(ServiceError::Conflict {
@@ -606,7 +510,7 @@ impl Service {
             name: format!("config file {origin}"),
             role: Role::Admin,
         };
-        let now = crate::service::now();
+        let now = super::kernel::now();
         let mut wanted = Vec::with_capacity(inputs.len());
         for input in inputs {
             let secret = input.client_secret.clone();
@@ -751,7 +655,7 @@ impl Service {
         identity: uuid::Uuid,
     ) -> Result<IdentityLink> {
         Self::require_admin(actor)?;
-        let now = crate::service::now();
+        let now = super::kernel::now();
         let mut tx = self.store.begin().await?;
         let target = store::get_user(&mut tx, user)
             .await?
@@ -898,7 +802,7 @@ impl Service {
         provider: &str,
         reason: &str,
     ) -> Result<(u64, Vec<(DeviceId, UserId)>, Vec<model::Grant>)> {
-        let now = crate::service::now();
+        let now = super::kernel::now();
         let web = store::end_provider_web_sessions(c, user, provider, now, reason).await?;
         let devices = store::end_provider_device_sessions(c, user, provider, now, reason).await?;
         let mut revoked = Vec::new();
@@ -935,10 +839,10 @@ impl Service {
             .open(&crypto::client_secret_context(provider.id), &stored)
             .map_err(|e| {
                 tracing::error!(provider = %provider.name, error = %e, "opening a client secret");
-                ServiceError::Unavailable(format!(
-                    "the client secret of identity provider `{}` cannot be read: {e}",
-                    provider.name
-                ))
+                ServiceError::SecretUnreadable {
+                    what: format!("the client secret of identity provider `{}`", provider.name),
+                    error: e.to_string(),
+                }
             })?;
         Ok((provider, secret))
     }
@@ -950,16 +854,15 @@ impl Service {
     }
 
     fn redirect_uri(&self, provider: &str) -> Result<RedirectUrl> {
-        let base = self.public_url.as_deref().ok_or_else(|| {
-            ServiceError::Unavailable(
-                "the controller's public URL is not configured (--public-url)".into(),
-            )
-        })?;
+        let base = self
+            .public_url
+            .as_deref()
+            .ok_or_else(|| ServiceError::NoPublicUrl)?;
         RedirectUrl::new(format!(
             "{}/auth/oidc/{provider}/callback",
             base.trim_end_matches('/')
         ))
-        .map_err(|e| ServiceError::Unavailable(format!("bad public URL: {e}")))
+        .map_err(|e| ServiceError::BadPublicUrl(e.to_string()))
     }
 
     /// The provider's metadata and signing keys: from the cache while fresh, otherwise by
@@ -1071,7 +974,7 @@ impl Service {
         }
         let (url, state, nonce) = request.url();
         let browser_token = secrets::generate("pob_");
-        let now = crate::service::now();
+        let now = super::kernel::now();
         let pending = PendingLogin {
             provider_id: provider.id,
             browser_hash: secrets::hash(&browser_token),
@@ -1101,7 +1004,7 @@ impl Service {
         if !valid_name(provider_name) {
             return Err(ServiceError::NotFound("identity provider"));
         }
-        let now = crate::service::now();
+        let now = super::kernel::now();
         let Some(state) = callback.state.as_deref().filter(|s| !s.is_empty()) else {
             return Err(self.fail(provider_name, Failure::NoState, None).await);
         };

@@ -13,8 +13,9 @@ use model::{User, UserId};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
+use super::kernel::{Actor, Service, ServiceError, invalid, subject};
+use super::lockout::{LOCKOUT, MAX_FAILED_SIGN_INS, UnknownOutcome};
 use crate::secrets;
-use crate::service::{Actor, Service, ServiceError, invalid, subject};
 use crate::store::{self, LocalCredentials, Tx, WebSession};
 use crate::totp;
 
@@ -27,10 +28,6 @@ pub const SESSION_COOKIE: &str = "__Host-postern_session";
 pub const SESSION_IDLE_TIMEOUT: SignedDuration = SignedDuration::from_mins(30);
 /// How long a web session lasts at most, however much it is used.
 pub const SESSION_LIFETIME: SignedDuration = SignedDuration::from_hours(12);
-/// Consecutive failed sign-ins that lock an account.
-pub const MAX_FAILED_SIGN_INS: i64 = 5;
-/// How long a lockout lasts.
-pub const LOCKOUT: SignedDuration = SignedDuration::from_mins(15);
 /// How many recovery codes a user gets at a time.
 pub const RECOVERY_CODE_COUNT: usize = 10;
 /// The shortest password accepted, in characters.
@@ -200,57 +197,6 @@ impl SignedIn {
     }
 }
 
-// ---------------------------------------------------------------- unknown accounts
-
-/// Failed sign-ins per e-mail address that has no local account, kept in memory: they lock
-/// after the same number of failures as a real account, so a lockout does not reveal that an
-/// account exists. Bounded; forgetting entries only weakens that disguise, never security.
-#[derive(Debug, Default)]
-pub(crate) struct UnknownSignIns {
-    entries: std::sync::Mutex<std::collections::HashMap<String, (i64, Option<Timestamp>)>>,
-}
-
-/// What a failed sign-in for an unknown address leads to.
-enum UnknownOutcome {
-    Failed,
-    Locked(Timestamp),
-    StillLocked(Timestamp),
-}
-
-impl UnknownSignIns {
-    const MAX_ENTRIES: usize = 10_000;
-
-    fn locked_until(&self, email: &str, now: Timestamp) -> Option<Timestamp> {
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries
-            .get(email)
-            .and_then(|(_, until)| *until)
-            .filter(|u| *u > now)
-    }
-
-    fn fail(&self, email: &str, now: Timestamp) -> UnknownOutcome {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if entries.len() >= Self::MAX_ENTRIES && !entries.contains_key(email) {
-            entries.retain(|_, (_, until)| until.is_some_and(|u| u > now));
-            if entries.len() >= Self::MAX_ENTRIES {
-                entries.clear();
-            }
-        }
-        let entry = entries.entry(email.to_owned()).or_insert((0, None));
-        if let Some(until) = entry.1.filter(|u| *u > now) {
-            return UnknownOutcome::StillLocked(until);
-        }
-        entry.0 += 1;
-        if entry.0 >= MAX_FAILED_SIGN_INS {
-            let until = now.checked_add(LOCKOUT).unwrap_or(Timestamp::MAX);
-            *entry = (0, Some(until));
-            UnknownOutcome::Locked(until)
-        } else {
-            UnknownOutcome::Failed
-        }
-    }
-}
-
 // ---------------------------------------------------------------- helpers
 
 fn check_password(field: &str, password: &str) -> Result<()> {
@@ -272,10 +218,10 @@ async fn hash_password(password: String) -> Result<String> {
         Argon2::default()
             .hash_password(password.as_bytes(), &salt)
             .map(|h| h.to_string())
-            .map_err(|e| ServiceError::Unavailable(format!("hashing the password failed: {e}")))
+            .map_err(|e| ServiceError::PasswordHashing(e.to_string()))
     })
     .await
-    .map_err(|e| ServiceError::Unavailable(format!("hashing the password failed: {e}")))?
+    .map_err(|e| ServiceError::PasswordHashing(e.to_string()))?
 }
 
 /// Checks a password against a PHC string; without one, spends the same effort against a
@@ -338,8 +284,8 @@ fn otpauth_uri(email: &str, secret: &str) -> String {
 }
 
 fn qr_svg(data: &str) -> Result<String> {
-    let code = qrcode::QrCode::new(data.as_bytes())
-        .map_err(|e| ServiceError::Unavailable(format!("making the QR code failed: {e}")))?;
+    let code =
+        qrcode::QrCode::new(data.as_bytes()).map_err(|e| ServiceError::QrCode(e.to_string()))?;
     Ok(code
         .render::<qrcode::render::svg::Color<'_>>()
         .min_dimensions(200, 200)
@@ -347,14 +293,7 @@ fn qr_svg(data: &str) -> Result<String> {
 }
 
 fn locked_error(until: Timestamp) -> ServiceError {
-    // Round up to the minute so that "after HH:MM" is never too early.
-    let shown = until
-        .checked_add(SignedDuration::from_secs(59))
-        .unwrap_or(until);
-    ServiceError::Locked(format!(
-        "too many failed sign-ins; try again after {} UTC",
-        shown.strftime("%H:%M")
-    ))
+    ServiceError::Locked { until }
 }
 
 fn anonymous() -> Actor {
@@ -415,10 +354,10 @@ impl Service {
                 .open(&crate::crypto::totp_context(creds.user_id), &stored)
                 .map_err(|e| {
                     tracing::error!(user = %creds.user_id, error = %e, "opening a TOTP secret");
-                    ServiceError::Unavailable(format!(
-                        "this account's authenticator secret cannot be read ({e}); the \
-                         controller's operator must restore the right secret key"
-                    ))
+                    ServiceError::SecretUnreadable {
+                        what: "this account's authenticator secret".into(),
+                        error: e.to_string(),
+                    }
                 })?;
             creds.totp_secret = Some(secret);
         }
@@ -535,7 +474,7 @@ impl Service {
 
     /// Signs in with a local account now.
     pub async fn login(&self, input: LoginInput) -> Result<NewSession> {
-        self.login_at(input, crate::service::now()).await
+        self.login_at(input, super::kernel::now()).await
     }
 
     /// Signs in with a local account at `now`: password, then (when TOTP is set up) a fresh
@@ -666,7 +605,7 @@ impl Service {
 
     /// The valid session behind a cookie value now.
     pub async fn web_session(&self, token: &str) -> Result<SignedIn> {
-        self.web_session_at(token, crate::service::now()).await
+        self.web_session_at(token, super::kernel::now()).await
     }
 
     /// The valid session behind a cookie value at `now`, marked used. A session past its
@@ -739,7 +678,7 @@ impl Service {
     /// Ends the session (sign-out).
     pub async fn logout(&self, s: &SignedIn) -> Result<()> {
         let mut tx = self.store.begin().await?;
-        store::end_web_session(&mut tx, s.session.id, crate::service::now(), "signed out").await?;
+        store::end_web_session(&mut tx, s.session.id, super::kernel::now(), "signed out").await?;
         self.audit(
             &mut tx,
             &s.actor(),
@@ -766,7 +705,7 @@ impl Service {
             .await?
             .ok_or(ServiceError::NotFound("user"))?;
         let hash = hash_password(input.password).await?;
-        let now = crate::service::now();
+        let now = super::kernel::now();
         let mut tx = self.store.begin().await?;
         store::get_user(&mut tx, user)
             .await?
@@ -793,7 +732,7 @@ impl Service {
             .credentials(s.user.id)
             .await?
             .and_then(|c| c.password_hash);
-        let now = crate::service::now();
+        let now = super::kernel::now();
         if !verify_password(input.current_password, hash).await {
             let tx = self.store.begin().await?;
             return Err(self
@@ -851,7 +790,7 @@ impl Service {
         let sealed = self
             .secret_key
             .seal(&crate::crypto::totp_context(s.user.id), &secret);
-        store::set_pending_totp(&mut tx, s.user.id, &sealed, crate::service::now()).await?;
+        store::set_pending_totp(&mut tx, s.user.id, &sealed, super::kernel::now()).await?;
         self.audit(
             &mut tx,
             &s.actor(),
@@ -962,7 +901,7 @@ impl Service {
     /// Removes a user's TOTP and recovery codes (admins only), e.g. after a lost phone.
     pub async fn reset_totp(&self, actor: &Actor, user: UserId) -> Result<()> {
         Self::require_admin(actor)?;
-        let now = crate::service::now();
+        let now = super::kernel::now();
         let mut tx = self.store.begin().await?;
         store::get_user(&mut tx, user)
             .await?
@@ -989,7 +928,7 @@ impl Service {
         reason: &str,
     ) -> Result<u64> {
         let ended =
-            store::end_user_web_sessions(tx, user, None, crate::service::now(), reason).await?;
+            store::end_user_web_sessions(tx, user, None, super::kernel::now(), reason).await?;
         if ended > 0 {
             self.audit(
                 tx,

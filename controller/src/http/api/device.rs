@@ -13,8 +13,8 @@ use utoipa_axum::routes;
 
 use super::extract::{Body, Session};
 use super::{ApiError, AppState, ErrorBody};
-use crate::device::*;
-use crate::service::EnrollInput;
+use crate::app::EnrollInput;
+use crate::app::*;
 
 /// The address a request came from, when the server recorded it.
 pub(super) struct Peer(pub(super) Option<IpAddr>);

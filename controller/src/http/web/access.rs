@@ -16,8 +16,8 @@ use super::{
     Ctx, Form, ListQuery, PER_PAGE, WebError, WebResult, done, form_errors, form_page, matches,
     page, parse_id, query_of, split_list,
 };
-use crate::api::AppState;
-use crate::service::{ConditionsInput, DevicePatch, PolicyInput, PostureProfileInput};
+use crate::app::{ConditionsInput, DevicePatch, PolicyInput, PostureProfileInput};
+use crate::http::AppState;
 use crate::store::{self, GrantFilter};
 
 // ---------------------------------------------------------------- names of things
@@ -825,12 +825,12 @@ pub(crate) async fn postures(
         .store()
         .conn()
         .await
-        .map_err(|e| WebError::from(crate::service::ServiceError::from(e)))?;
+        .map_err(|e| WebError::from(crate::app::ServiceError::from(e)))?;
     let mut out = HashMap::new();
     for d in devices {
         if let Some(p) = store::get_posture(&mut c, d.id)
             .await
-            .map_err(|e| WebError::from(crate::service::ServiceError::from(e)))?
+            .map_err(|e| WebError::from(crate::app::ServiceError::from(e)))?
         {
             out.insert(d.id, p);
         }
@@ -1013,7 +1013,7 @@ pub(crate) async fn revoke_grant(
             "/grants",
             "Access revoked; the gateway dropped the peer.",
         )),
-        Err(crate::service::ServiceError::Conflict { .. }) => {
+        Err(crate::app::ServiceError::Conflict { .. }) => {
             Ok(done("/grants", "That grant had already ended."))
         }
         Err(e) => Err(WebError::from(e).within(&form.ctx)),
@@ -1027,8 +1027,7 @@ pub(crate) async fn revoke_grant(
 pub(crate) async fn my_access(State(s): State<AppState>, ctx: Ctx) -> WebResult {
     let me = ctx.me.user.id;
     let now = Timestamp::now();
-    let store_err =
-        |e: crate::store::StoreError| WebError::from(crate::service::ServiceError::from(e));
+    let store_err = |e: crate::store::StoreError| WebError::from(crate::app::ServiceError::from(e));
     let mut c = s.service.store().conn().await.map_err(store_err)?;
     let devices = store::list_devices(&mut c, Some(me))
         .await

@@ -7,7 +7,7 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use super::{ApiError, AppState};
-use crate::service::Actor;
+use crate::app::Actor;
 
 /// The authenticated caller.
 pub(crate) struct Auth(pub(crate) Actor);
@@ -49,7 +49,7 @@ impl FromRequestParts<AppState> for Auth {
 }
 
 /// The caller's web session, from the `__Host-postern_session` cookie.
-pub(crate) struct Session(pub(crate) crate::local::SignedIn);
+pub(crate) struct Session(pub(crate) crate::app::SignedIn);
 
 /// The value of the session cookie among a request's cookies.
 pub(crate) fn session_cookie(headers: &axum::http::HeaderMap) -> Option<&str> {
@@ -59,7 +59,7 @@ pub(crate) fn session_cookie(headers: &axum::http::HeaderMap) -> Option<&str> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == crate::local::SESSION_COOKIE)
+        .find(|(name, _)| *name == crate::app::SESSION_COOKIE)
         .map(|(_, value)| value.trim())
         .filter(|v| !v.is_empty())
 }

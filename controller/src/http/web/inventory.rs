@@ -12,8 +12,8 @@ use super::{
     Ctx, Form, ListQuery, WebError, WebResult, done, form_errors, form_page, matches, page,
     parse_id, see_other, split_list,
 };
-use crate::api::AppState;
-use crate::service::{GatewayPatch, GatewayTokenInput, ResourceInput, SiteInput};
+use crate::app::{GatewayPatch, GatewayTokenInput, ResourceInput, SiteInput};
+use crate::http::AppState;
 use crate::store::{AuditFilter, GrantFilter};
 
 // ---------------------------------------------------------------- overview

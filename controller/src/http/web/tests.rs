@@ -8,9 +8,9 @@ use model::Role;
 use tower::ServiceExt;
 
 use super::session::{ANON_CSRF_COOKIE, csrf_token};
-use crate::api::{AppState, router};
-use crate::local::{LoginInput, PasswordInput, SESSION_COOKIE};
-use crate::service::{Actor, Service, SiteInput, UserInput};
+use crate::app::{Actor, Service, SiteInput, UserInput};
+use crate::app::{LoginInput, PasswordInput, SESSION_COOKIE};
+use crate::http::{AppState, router};
 use crate::store::Store;
 
 const PASSWORD: &str = "correct horse battery";
@@ -543,7 +543,7 @@ async fn an_account_with_totp_gets_a_second_step() {
     let now = jiff::Timestamp::now();
     let code = crate::totp_code_at(&enrollment.secret, now.as_second()).unwrap();
     w.service
-        .confirm_totp_at(&signed_in, crate::local::TotpCode { code }, now)
+        .confirm_totp_at(&signed_in, crate::app::TotpCode { code }, now)
         .await
         .unwrap();
     let anon = Browser {
@@ -654,7 +654,7 @@ async fn every_page_renders_for_an_admin() {
         .service
         .create_resource(
             &cli,
-            crate::service::ResourceInput {
+            crate::app::ResourceInput {
                 name: "git".into(),
                 site_id: site.id,
                 addresses: vec!["10.0.0.1".into()],
@@ -667,7 +667,7 @@ async fn every_page_renders_for_an_admin() {
         .service
         .create_group(
             &cli,
-            crate::service::GroupInput {
+            crate::app::GroupInput {
                 name: "eng".into(),
                 description: String::new(),
             },
@@ -687,7 +687,7 @@ async fn every_page_renders_for_an_admin() {
         .await
         .unwrap();
     w.service
-        .add_member(&cli, g.id, crate::service::MemberInput { user_id: ann.id })
+        .add_member(&cli, g.id, crate::app::MemberInput { user_id: ann.id })
         .await
         .unwrap();
     // A policy made through the form, with a time window.
@@ -821,7 +821,7 @@ async fn a_client_sign_in_is_approved_on_the_device_page() {
     let start = w
         .service
         .start_device_authorization(
-            crate::device::DeviceAuthorizationInput {
+            crate::app::DeviceAuthorizationInput {
                 public_key: key.public_key(),
                 name: "ann-laptop".into(),
             },

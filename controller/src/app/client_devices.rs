@@ -14,12 +14,12 @@ use proto::device::SignedReport;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
-use crate::access::AccessOutcome;
-use crate::local::SignedIn;
+use super::access::AccessOutcome;
+use super::accounts::SignedIn;
+use super::decisions::DecisionRequest;
+use super::kernel::{Actor, Service, ServiceError, invalid, now, subject};
+use crate::bus::ControlEvent;
 use crate::secrets;
-use crate::service::{
-    Actor, ControlEvent, DecisionRequest, Service, ServiceError, invalid, now, subject,
-};
 use crate::store::{self, DeviceAuthorization, DeviceSessionRecord, GrantFilter};
 
 type Result<T, E = ServiceError> = std::result::Result<T, E>;
@@ -28,8 +28,6 @@ type Result<T, E = ServiceError> = std::result::Result<T, E>;
 pub const DEVICE_AUTHORIZATION_TTL: SignedDuration = SignedDuration::from_mins(10);
 /// How often a daemon may poll for the outcome of a sign-in.
 pub const DEVICE_POLL_INTERVAL: Duration = Duration::from_secs(1);
-/// How long a device session lasts without renewal.
-pub const DEFAULT_DEVICE_SESSION_TTL: SignedDuration = SignedDuration::from_hours(12);
 /// The longest a device session lasts, renewals included: then the person signs in again.
 pub const DEVICE_SESSION_MAX: SignedDuration = SignedDuration::from_hours(30 * 24);
 /// How far a posture report's collection time may lie from the controller's clock.
@@ -722,17 +720,7 @@ impl Service {
         user: Option<UserId>,
         reason: &str,
     ) {
-        let _ = self.events.send(ControlEvent::SessionsEnded {
-            device,
-            user,
-            reason: reason.to_owned(),
-        });
-        self.cluster
-            .publish(crate::cluster::Message::SessionsEnded {
-                device,
-                user,
-                reason: reason.to_owned(),
-            });
+        self.bus.sessions_ended(device, user, reason);
     }
 
     /// The resources a user may reach: those an enabled allow policy gives one of their
@@ -899,10 +887,32 @@ impl Service {
         }
         tx.commit().await?;
         self.announce(revoked);
-        let _ = self
-            .events
-            .send(ControlEvent::PostureChanged(ctx.device.id));
+        self.bus.emit(ControlEvent::PostureChanged(ctx.device.id));
         Ok(report)
+    }
+
+    /// Why a grant was revoked, as recorded; `None` when it was not.
+    pub(crate) async fn grant_revoke_reason(&self, grant: GrantId) -> Result<Option<String>> {
+        let mut c = self.store.conn().await?;
+        Ok(store::grant_revoke_reason(&mut c, grant).await?)
+    }
+
+    /// The ids of a device's live grants.
+    pub(crate) async fn live_grant_ids(
+        &self,
+        device: DeviceId,
+    ) -> Result<std::collections::HashSet<GrantId>> {
+        let mut c = self.store.conn().await?;
+        let filter = GrantFilter {
+            device: Some(device),
+            live_at: Some(now()),
+            ..Default::default()
+        };
+        Ok(store::list_grants(&mut c, &filter)
+            .await?
+            .into_iter()
+            .map(|g| g.id)
+            .collect())
     }
 }
 

@@ -27,8 +27,9 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use ui::Template;
 
-use crate::api::AppState;
-use crate::service::ServiceError;
+use super::AppState;
+use super::error::classify;
+use crate::app::ServiceError;
 
 pub(crate) use session::{Ctx, Form};
 
@@ -254,27 +255,16 @@ impl WebError {
 impl From<ServiceError> for WebError {
     fn from(e: ServiceError) -> Self {
         match e {
-            ServiceError::Invalid(f) => Self::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("{}: {}", f.field, f.message),
-            ),
             ServiceError::NotFound(what) => Self::not_found(what),
-            ServiceError::Conflict { message, .. } => Self::new(StatusCode::CONFLICT, message),
-            ServiceError::Forbidden(m) => Self::new(StatusCode::FORBIDDEN, capitalize(&m)),
-            ServiceError::Unauthorized(m) => Self::new(StatusCode::UNAUTHORIZED, capitalize(m)),
-            ServiceError::Locked(m) => Self::new(StatusCode::TOO_MANY_REQUESTS, capitalize(&m)),
-            ServiceError::Unavailable(m) => {
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, capitalize(&m))
-            }
-            ServiceError::DeviceFlow { message, .. } => {
-                Self::new(StatusCode::BAD_REQUEST, capitalize(message))
-            }
-            ServiceError::Store(e) => {
-                tracing::error!(error = %e, "store failure");
-                Self::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "Internal error; see the controller's log.",
-                )
+            e => {
+                let failure = classify(e);
+                let message = match failure.code {
+                    // The field's name stays as it is, first.
+                    "invalid" | "conflict" => failure.message,
+                    "internal" => "Internal error; see the controller's log.".to_owned(),
+                    _ => capitalize(&failure.message),
+                };
+                Self::new(failure.status, message)
             }
         }
     }
@@ -316,9 +306,8 @@ pub(crate) fn form_errors(e: ServiceError, ctx: &Ctx) -> Result<ui::FormErrors, 
             field: None,
             message,
         } => Ok(ui::FormErrors::general(capitalize(&message))),
-        ServiceError::Unavailable(m) | ServiceError::Locked(m) => {
-            Ok(ui::FormErrors::general(capitalize(&m)))
-        }
+        e @ ServiceError::Locked { .. } => Ok(ui::FormErrors::general(capitalize(&e.to_string()))),
+        e if e.is_unavailable() => Ok(ui::FormErrors::general(capitalize(&e.to_string()))),
         e => Err(WebError::from(e).within(ctx)),
     }
 }

@@ -12,9 +12,9 @@ use super::{
     Ctx, Form, PER_PAGE, WebError, WebResult, done, form_errors, form_page, page, parse_id,
     query_of,
 };
-use crate::api::AppState;
-use crate::oidc::IdentityProviderInput;
-use crate::service::TokenInput;
+use crate::app::IdentityProviderInput;
+use crate::app::TokenInput;
+use crate::http::AppState;
 use crate::store::{AuditEvent, AuditFilter};
 
 // ---------------------------------------------------------------- audit log

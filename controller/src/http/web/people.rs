@@ -11,9 +11,9 @@ use super::inventory::confirm_page;
 use super::{
     Ctx, Form, ListQuery, WebError, WebResult, done, form_errors, form_page, matches, parse_id,
 };
-use crate::api::AppState;
-use crate::local::PasswordInput;
-use crate::service::{GroupInput, MemberInput, ServiceError, UserInput, UserPatch};
+use crate::app::PasswordInput;
+use crate::app::{GroupInput, MemberInput, ServiceError, UserInput, UserPatch};
+use crate::http::AppState;
 use crate::store;
 
 fn store_err(e: store::StoreError) -> WebError {
@@ -117,12 +117,12 @@ pub(crate) async fn create_user(State(s): State<AppState>, form: Form) -> WebRes
     let password = form.get("password").to_owned();
     // The password rule is checked before the user exists, so a bad password leaves nothing
     // half made; the rule itself is the service's (it answers for field `password`).
-    if !password.is_empty() && password.chars().count() < crate::local::MIN_PASSWORD_CHARS {
+    if !password.is_empty() && password.chars().count() < crate::app::MIN_PASSWORD_CHARS {
         return again(ui::FormErrors::field(
             "password",
             format!(
                 "must be at least {} characters",
-                crate::local::MIN_PASSWORD_CHARS
+                crate::app::MIN_PASSWORD_CHARS
             ),
         ))
         .await;

@@ -22,11 +22,11 @@ use serde::Deserialize;
 use sha2::Sha256;
 
 use super::{WebError, WebResult, page, see_other};
-use crate::api::AppState;
-use crate::local::{
+use crate::app::{Actor, ServiceError, SetupInput};
+use crate::app::{
     LoginInput, MIN_PASSWORD_CHARS, PasswordInput, SESSION_COOKIE, SESSION_LIFETIME, SignedIn,
 };
-use crate::service::{Actor, ServiceError, SetupInput};
+use crate::http::AppState;
 use crate::store;
 
 /// The cookie that carries a one-time notice to the next page.
@@ -508,9 +508,9 @@ pub(crate) async fn signin(State(state): State<AppState>, form: AnonForm) -> Web
                 providers(&state).await
             },
         )),
-        Err(ServiceError::Locked(m)) => Ok(again(
+        Err(e @ ServiceError::Locked { .. }) => Ok(again(
             StatusCode::TOO_MANY_REQUESTS,
-            Some(super::capitalize(&m)),
+            Some(super::capitalize(&e.to_string())),
             false,
             providers(&state).await,
         )),

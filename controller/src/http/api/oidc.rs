@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::handlers::{session_cookie_header, with_cookie};
 use super::{ApiError, AppState};
-use crate::oidc::{OIDC_BROWSER_COOKIE, OIDC_LOGIN_TTL, OidcCallback};
+use crate::app::{OIDC_BROWSER_COOKIE, OIDC_LOGIN_TTL, OidcCallback};
 
 fn browser_cookie(headers: &HeaderMap) -> Option<&str> {
     headers
@@ -71,8 +71,8 @@ fn escape(text: &str) -> String {
 
 /// The failure of a sign-in as the person's browser should see it: an HTML page with the
 /// reason and a link to start again, or the JSON error for a client that asks for JSON.
-fn failure(headers: &HeaderMap, provider: &str, e: crate::service::ServiceError) -> Response {
-    let retry = !matches!(e, crate::service::ServiceError::NotFound(_))
+fn failure(headers: &HeaderMap, provider: &str, e: crate::app::ServiceError) -> Response {
+    let retry = !matches!(e, crate::app::ServiceError::NotFound(_))
         && !provider.is_empty()
         && provider
             .bytes()

@@ -5,8 +5,8 @@ use axum::extract::{Path, Query, State};
 use serde::Deserialize;
 
 use super::{Ctx, Form, WebError, WebResult, form_errors, page};
-use crate::api::AppState;
-use crate::service::ServiceError;
+use crate::app::ServiceError;
+use crate::http::AppState;
 
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct DeviceQuery {

@@ -4,7 +4,7 @@ use jiff::{SignedDuration, Timestamp};
 use model::{Role, UserId};
 
 use super::*;
-use crate::service::{UserInput, UserPatch};
+use crate::app::{UserInput, UserPatch};
 use crate::store::{AuditFilter, Store};
 
 const PASSWORD: &str = "correct horse battery";
@@ -234,14 +234,18 @@ async fn five_failures_lock_the_account_for_fifteen_minutes() {
         .login_at(login(EMAIL, "wrong password!"), at(4))
         .await;
     match fifth {
-        Err(ServiceError::Locked(m)) => {
+        Err(e @ ServiceError::Locked { .. }) => {
+            let m = e.to_string();
             assert_eq!(m, "too many failed sign-ins; try again after 09:16 UTC");
         }
         other => panic!("expected a lockout, got {other:?}"),
     }
     // Locked even with the right password.
     let locked = w.service.login_at(login(EMAIL, PASSWORD), at(600)).await;
-    assert!(matches!(locked, Err(ServiceError::Locked(_))), "{locked:?}");
+    assert!(
+        matches!(locked, Err(ServiceError::Locked { .. })),
+        "{locked:?}"
+    );
     // After the period, the right password works again.
     w.service
         .login_at(login(EMAIL, PASSWORD), at(15 * 60 + 5))
@@ -456,7 +460,7 @@ async fn sessions_end_when_idle_or_too_old() {
 #[tokio::test]
 async fn sessions_end_at_logout_and_when_the_user_is_disabled() {
     let w = world().await;
-    let now = crate::service::now();
+    let now = crate::app::now();
     let a = w
         .service
         .login_at(login(EMAIL, PASSWORD), now)
@@ -531,7 +535,7 @@ async fn passwords_are_set_by_admins_and_changed_by_their_owner() {
         "{forbidden:?}"
     );
 
-    let now = crate::service::now();
+    let now = crate::app::now();
     let mine = w
         .service
         .login_at(login(EMAIL, PASSWORD), now)

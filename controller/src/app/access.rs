@@ -3,7 +3,7 @@
 //! the peer configuration the device needs. Does IO (the store and the gateway link).
 
 use std::collections::HashSet;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -13,7 +13,9 @@ use model::{DeviceId, Gateway, GatewayId, Grant, GrantId, PortRule, ResourceId, 
 use rand::{Rng, RngCore};
 use serde::{Deserialize, Serialize};
 
-use crate::service::{Actor, DecisionRequest, Evaluation, Service, ServiceError, invalid, subject};
+use super::addressing::{host_at, host_offsets};
+use super::decisions::DecisionRequest;
+use super::kernel::{Actor, Evaluation, Service, ServiceError, invalid, subject};
 use crate::store::{self, Conn, GrantFilter};
 
 type Result<T, E = ServiceError> = std::result::Result<T, E>;
@@ -98,47 +100,6 @@ pub enum AccessOutcome {
     },
 }
 
-pub(crate) fn default_tunnel_network() -> IpNet {
-    IpNet::V4(ipnet::Ipv4Net::new_assert(Ipv4Addr::new(100, 64, 0, 0), 10))
-}
-
-/// Checks that a tunnel network leaves room for device addresses.
-pub(crate) fn check_tunnel_network(net: IpNet) -> std::result::Result<(), String> {
-    match net {
-        IpNet::V4(n) if n.prefix_len() > 30 => Err(format!(
-            "`{net}` is too small: use an IPv4 network of /30 or larger"
-        )),
-        IpNet::V6(n) if n.prefix_len() > 126 || n.prefix_len() < 8 => {
-            Err(format!("`{net}` must be an IPv6 network from /8 to /126"))
-        }
-        _ => Ok(()),
-    }
-}
-
-/// How many addresses the network has (at most 2^120 for IPv6 after the check above).
-fn network_size(net: IpNet) -> u128 {
-    let bits = u32::from(net.max_prefix_len() - net.prefix_len());
-    1u128.checked_shl(bits).unwrap_or(u128::MAX)
-}
-
-/// The address `offset` places after the network address.
-fn host_at(net: IpNet, offset: u128) -> IpAddr {
-    match net {
-        IpNet::V4(n) => {
-            let base = u32::from(n.network());
-            IpAddr::V4(Ipv4Addr::from(
-                base.wrapping_add(u32::try_from(offset).unwrap_or(0)),
-            ))
-        }
-        IpNet::V6(n) => IpAddr::V6(Ipv6Addr::from(u128::from(n.network()).wrapping_add(offset))),
-    }
-}
-
-/// The usable host offsets: the network address and the last address are never handed out.
-fn host_offsets(net: IpNet) -> std::ops::Range<u128> {
-    1..network_size(net).saturating_sub(1)
-}
-
 /// A fresh WireGuard preshared key (base64 of 32 random bytes).
 fn preshared_key() -> String {
     let mut bytes = [0u8; 32];
@@ -192,7 +153,7 @@ impl Service {
     ) -> Result<AccessOutcome> {
         let public_key = check_wireguard_key("public_key", public_key)?;
         let mut tx = self.store.begin().await?;
-        if store::public_key_in_use(&mut tx, &public_key, crate::service::now()).await? {
+        if store::public_key_in_use(&mut tx, &public_key, super::kernel::now()).await? {
             return Err(ServiceError::Conflict {
                 field: Some("public_key"),
                 message: "a live grant already uses this public key: make a new key pair for \
@@ -211,24 +172,24 @@ impl Service {
             }
             policy::Decision::Allow { expires_at, policy } => (*expires_at, *policy),
         };
-        let gateway = match self.choose_gateway(&mut tx, &evaluation).await? {
+        let gateway = match self.choose_gateway(&mut tx, &evaluation).await {
             Ok(g) => g,
-            Err(message) => {
+            Err(e @ ServiceError::NoGatewayOnline { .. }) => {
                 let mut extra = serde_json::Map::new();
-                extra.insert("error".into(), message.clone().into());
+                extra.insert("error".into(), e.to_string().into());
                 self.audit_decision(&mut tx, actor, &evaluation, None, extra)
                     .await?;
                 tx.commit().await?;
-                return Err(ServiceError::Unavailable(message));
+                return Err(e);
             }
+            Err(e) => return Err(e),
         };
         let (Some(gateway_public_key), Some(gateway_endpoint)) =
             (gateway.public_key.clone(), gateway.endpoint.clone())
         else {
-            return Err(ServiceError::Unavailable(format!(
-                "gateway {} has not announced its key and endpoint yet",
-                gateway.name
-            )));
+            return Err(ServiceError::GatewayNotReady {
+                gateway: gateway.name,
+            });
         };
         let tunnel_address = self
             .allocate_tunnel_address(&mut tx, evaluation.device.id, expires_at, evaluation.now)
@@ -279,13 +240,7 @@ impl Service {
         };
         // The gateway's connection is here, or at another replica, which pushes the grant
         // for us and relays the acknowledgement.
-        let ack = match self.gateways.push_grant(gateway.id, spec) {
-            Some(ack) => Some(ack),
-            None => self
-                .cluster
-                .holder(gateway.id)
-                .map(|replica| self.cluster.push(replica, grant.id, gateway.id)),
-        };
+        let ack = self.bus.push_grant(gateway.id, spec);
         let acknowledged = match ack {
             Some(ack) => matches!(
                 tokio::time::timeout(self.ack_timeout, ack).await,
@@ -293,7 +248,7 @@ impl Service {
             ),
             None => false,
         };
-        self.cluster.forget_push(grant.id);
+        self.bus.forget_push(grant.id);
         if !acknowledged {
             tracing::warn!(grant = %grant.id, gateway = %gateway.id, "the gateway did not acknowledge a new grant in time");
             let mut tx = self.store.begin().await?;
@@ -307,11 +262,10 @@ impl Service {
                 .await?;
             tx.commit().await?;
             self.announce(revoked);
-            return Err(ServiceError::Unavailable(format!(
-                "gateway {} did not acknowledge the grant within {} ms; try again",
-                gateway.name,
-                self.ack_timeout.as_millis()
-            )));
+            return Err(ServiceError::GatewayDidNotAck {
+                gateway: gateway.name,
+                after: self.ack_timeout,
+            });
         }
         Ok(AccessOutcome::Granted(AccessGrant {
             grant_id: grant.id,
@@ -326,13 +280,9 @@ impl Service {
         }))
     }
 
-    /// An online, enabled gateway of the resource's site with the fewest live grants, or
-    /// why there is none.
-    async fn choose_gateway(
-        &self,
-        c: &mut Conn,
-        e: &Evaluation,
-    ) -> Result<std::result::Result<Gateway, String>> {
+    /// An online, enabled gateway of the resource's site with the fewest live grants
+    /// ([`ServiceError::NoGatewayOnline`] when there is none).
+    async fn choose_gateway(&self, c: &mut Conn, e: &Evaluation) -> Result<Gateway> {
         let site = e.resource.site_id;
         let candidates: Vec<Gateway> = store::list_gateways(c, Some(site))
             .await?
@@ -341,21 +291,23 @@ impl Service {
                 !g.disabled
                     && g.public_key.is_some()
                     && g.endpoint.is_some()
-                    && self.gateway_is_online(g.id)
+                    && self.bus.gateway_is_online(g.id)
             })
             .collect();
         if candidates.is_empty() {
             let site_name = store::get_site(c, site)
                 .await?
                 .map_or_else(|| site.to_string(), |s| s.name);
-            return Ok(Err(format!("no gateway of site {site_name} is online")));
+            return Err(ServiceError::NoGatewayOnline { site: site_name });
         }
         let counts = store::live_grant_counts(c, e.now).await?;
         let lightest = candidates
             .into_iter()
             .min_by_key(|g| (counts.get(&g.id).copied().unwrap_or(0), g.id))
-            .ok_or_else(|| ServiceError::Unavailable("no gateway is online".into()))?;
-        Ok(Ok(lightest))
+            .ok_or_else(|| ServiceError::NoGatewayOnline {
+                site: site.to_string(),
+            })?;
+        Ok(lightest)
     }
 
     /// The device's tunnel address: the one it already holds, or a free one of the tunnel
@@ -395,39 +347,13 @@ impl Service {
                 return Ok(candidate);
             }
         }
-        Err(ServiceError::Unavailable(format!(
-            "the tunnel network {net} has no free address"
-        )))
+        Err(ServiceError::TunnelNetworkFull { network: net })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hosts_skip_network_and_last_address() {
-        let net: IpNet = "100.64.0.0/30".parse().unwrap();
-        let hosts: Vec<IpAddr> = host_offsets(net).map(|o| host_at(net, o)).collect();
-        assert_eq!(
-            hosts,
-            vec![
-                "100.64.0.1".parse::<IpAddr>().unwrap(),
-                "100.64.0.2".parse().unwrap()
-            ]
-        );
-        let v6: IpNet = "fd00::/64".parse().unwrap();
-        assert_eq!(host_at(v6, 5), "fd00::5".parse::<IpAddr>().unwrap());
-        assert_eq!(host_offsets(v6).end, (1u128 << 64) - 1);
-    }
-
-    #[test]
-    fn tunnel_networks_must_leave_room() {
-        assert!(check_tunnel_network(default_tunnel_network()).is_ok());
-        assert!(check_tunnel_network("10.0.0.0/31".parse().unwrap()).is_err());
-        assert!(check_tunnel_network("fd00::/127".parse().unwrap()).is_err());
-        assert!(check_tunnel_network("fd00::/64".parse().unwrap()).is_ok());
-    }
 
     #[test]
     fn keys_are_checked_and_psks_are_fresh() {
