@@ -36,7 +36,7 @@ pub use app::{
     DeviceTokenInput, EnrollInput, EnrolledDevice, EnrollmentKeyInput, GatewayPatch,
     GatewayTokenInput, GroupInput, IdentityConfigReport, IdentityLink, IdentityProviderInput,
     Issued, LOCAL_PROVIDER, LOCKOUT, LinkIdentityInput, LoginInput, MAX_FAILED_SIGN_INS,
-    MIN_PASSWORD_CHARS, Me, MemberInput, NewSession, OIDC_BROWSER_COOKIE, OIDC_LOGIN_TTL,
+    MIN_PASSWORD_CHARS, Me, MemberInput, MyAccess, NewSession, OIDC_BROWSER_COOKIE, OIDC_LOGIN_TTL,
     OidcCallback, OidcStart, POSTURE_MAX_SKEW, PasswordChange, PasswordInput, PendingDevice,
     PolicyInput, PostureProfileInput, RECOVERY_CODE_COUNT, RecoveryCodes, ResourceInput,
     SESSION_COOKIE, SESSION_IDLE_TIMEOUT, SESSION_LIFETIME, Service, ServiceError, SessionProblem,

@@ -15,6 +15,7 @@ mod devices;
 mod discovery;
 mod gateway_links;
 mod grants;
+mod identities;
 mod inventory;
 mod kernel;
 mod lockout;
@@ -24,7 +25,13 @@ mod posture;
 mod replicas;
 mod setup;
 mod sso;
+mod views;
 
+/// The records the services answer with, as the store keeps them.
+pub(crate) use crate::store::{
+    ApiToken, AuditEvent, AuditFilter, EnrollmentKey, GatewayToken, GrantFilter, Identity,
+    IdentityProvider,
+};
 pub(crate) use access::check_wireguard_key;
 pub use access::{AccessGrant, AccessOutcome, AccessRequest};
 pub use accounts::{
@@ -56,3 +63,4 @@ pub use sso::{
     IdentityConfigReport, IdentityLink, IdentityProviderInput, LinkIdentityInput,
     OIDC_BROWSER_COOKIE, OIDC_LOGIN_TTL, OidcCallback, OidcStart,
 };
+pub use views::MyAccess;

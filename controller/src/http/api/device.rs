@@ -98,7 +98,7 @@ async fn approve(
     s.service
         .approve_device_authorization(&me, &input.user_code, input.approve)
         .await?;
-    Ok(super::handlers::no_content())
+    Ok(super::reply::no_content())
 }
 
 /// A client sign-in waiting for approval, as the approval page shows it.
@@ -121,7 +121,7 @@ async fn enroll_device(
     State(s): State<AppState>,
     Body(input): Body<EnrollInput>,
 ) -> Result<Response, ApiError> {
-    Ok(super::handlers::created(
+    Ok(super::reply::created(
         s.service
             .enroll_with_key(&input.enrollment_key, &input.name, &input.public_key)
             .await?,

@@ -15,20 +15,15 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::extract::{Body, BodyOrDefault, Id, Query, Session};
+use super::reply::{
+    cleared_session_cookie, created, no_content, no_store, session_cookie_header, with_cookie,
+};
 use super::{ApiError, AppState, Auth, ErrorBody};
 use crate::app::*;
 use crate::app::{AccessGrant, AccessOutcome, AccessRequest};
-use crate::store::{ApiToken, AuditEvent, AuditFilter, EnrollmentKey, GatewayToken, GrantFilter};
+use crate::app::{ApiToken, AuditEvent, AuditFilter, EnrollmentKey, GatewayToken, GrantFilter};
 
 type Res<T> = Result<Json<T>, ApiError>;
-
-pub(super) fn created<T: serde::Serialize>(v: T) -> Response {
-    (StatusCode::CREATED, Json(v)).into_response()
-}
-
-pub(super) fn no_content() -> Response {
-    StatusCode::NO_CONTENT.into_response()
-}
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -62,7 +57,6 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list_members, add_member))
         .routes(routes!(remove_member))
         .routes(routes!(list_devices))
-        .merge(super::device::routes())
         .routes(routes!(get_device, update_device, delete_device))
         .routes(routes!(list_enrollment_keys, create_enrollment_key))
         .routes(routes!(revoke_enrollment_key))
@@ -295,17 +289,17 @@ async fn delete_resource(
 
 /// Lists the OpenID identity providers (client secrets are never shown).
 #[utoipa::path(get, path = "/identity-providers", tag = "identity-providers",
-    responses((status = 200, body = Vec<crate::store::IdentityProvider>)))]
+    responses((status = 200, body = Vec<crate::app::IdentityProvider>)))]
 async fn list_identity_providers(
     State(s): State<AppState>,
     Auth(a): Auth,
-) -> Res<Vec<crate::store::IdentityProvider>> {
+) -> Res<Vec<crate::app::IdentityProvider>> {
     Ok(Json(s.service.list_identity_providers(&a).await?))
 }
 
 /// Adds an OpenID identity provider by its issuer (discovery URL), client id and secret.
 #[utoipa::path(post, path = "/identity-providers", tag = "identity-providers", request_body = crate::app::IdentityProviderInput,
-    responses((status = 201, body = crate::store::IdentityProvider), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 201, body = crate::app::IdentityProvider), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn create_identity_provider(
     State(s): State<AppState>,
     Auth(a): Auth,
@@ -329,33 +323,6 @@ async fn delete_identity_provider(
 }
 
 // ---------------------------------------------------------------- local accounts and web sessions
-
-pub(super) fn session_cookie_header(token: &str) -> String {
-    format!(
-        "{SESSION_COOKIE}={token}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={}",
-        SESSION_LIFETIME.as_secs()
-    )
-}
-
-fn cleared_session_cookie() -> String {
-    format!("{SESSION_COOKIE}=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0")
-}
-
-pub(super) fn with_cookie(mut res: Response, cookie: String) -> Response {
-    if let Ok(v) = axum::http::HeaderValue::from_str(&cookie) {
-        res.headers_mut().append(axum::http::header::SET_COOKIE, v);
-    }
-    no_store(res)
-}
-
-/// Marks a response that carries a secret as not to be cached.
-fn no_store(mut res: Response) -> Response {
-    res.headers_mut().insert(
-        axum::http::header::CACHE_CONTROL,
-        axum::http::HeaderValue::from_static("no-store"),
-    );
-    res
-}
 
 /// Sets or resets a user's local password (admins only); their web sessions end.
 #[utoipa::path(put, path = "/users/{id}/password", tag = "users", params(("id" = String, Path)), request_body = PasswordInput,
@@ -504,12 +471,12 @@ async fn delete_user(
 
 /// Lists the OpenID identities that sign in as a user (admins and auditors).
 #[utoipa::path(get, path = "/users/{id}/identities", tag = "users", params(("id" = String, Path)),
-    responses((status = 200, body = Vec<crate::store::Identity>), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Vec<crate::app::Identity>), (status = 404, body = ErrorBody)))]
 async fn list_user_identities(
     State(s): State<AppState>,
     Auth(a): Auth,
     Id(id): Id<UserId>,
-) -> Res<Vec<crate::store::Identity>> {
+) -> Res<Vec<crate::app::Identity>> {
     Ok(Json(s.service.list_user_identities(&a, id).await?))
 }
 

@@ -5,6 +5,7 @@ mod device;
 mod extract;
 mod handlers;
 mod oidc;
+mod reply;
 
 use axum::Router;
 use axum::http::StatusCode;
@@ -117,7 +118,7 @@ impl utoipa::Modify for BearerAuth {
 /// The REST API's routes, the OIDC redirects and the OpenAPI document.
 pub(crate) fn routes() -> Router<AppState> {
     let (api, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .nest("/api/v1", handlers::routes())
+        .nest("/api/v1", handlers::routes().merge(device::routes()))
         .split_for_parts();
     let doc = std::sync::Arc::new(doc);
     api.route(

@@ -9,7 +9,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::handlers::{session_cookie_header, with_cookie};
+use super::reply::{session_cookie_header, with_cookie};
 use super::{ApiError, AppState};
 use crate::app::{OIDC_BROWSER_COOKIE, OIDC_LOGIN_TTL, OidcCallback};
 

@@ -7,15 +7,15 @@ use jiff::{SignedDuration, Timestamp};
 use model::{Role, TokenId};
 use serde::Deserialize;
 
-use super::inventory::confirm_page;
+use super::names::confirm_page;
 use super::{
     Ctx, Form, PER_PAGE, WebError, WebResult, done, form_errors, form_page, page, parse_id,
     query_of,
 };
 use crate::app::IdentityProviderInput;
 use crate::app::TokenInput;
+use crate::app::{AuditEvent, AuditFilter};
 use crate::http::AppState;
-use crate::store::{AuditEvent, AuditFilter};
 
 // ---------------------------------------------------------------- audit log
 
@@ -155,7 +155,7 @@ fn tone(kind: &str) -> &'static str {
 type IdNames = std::collections::HashMap<String, String>;
 
 async fn id_names(s: &AppState, ctx: &Ctx) -> Result<IdNames, WebError> {
-    let n = super::access::Names::load(s, ctx).await?;
+    let n = super::names::Names::load(s, ctx).await?;
     let mut out = IdNames::new();
     for (id, u) in &n.users {
         out.insert(id.to_string(), u.email.clone());

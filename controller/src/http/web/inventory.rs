@@ -7,14 +7,15 @@ use axum::http::{HeaderMap, Uri};
 use jiff::{SignedDuration, Timestamp};
 use model::{Gateway, GatewayId, Resource, ResourceId, Site, SiteId};
 
-use super::access::{describe_conditions, policy_rows};
+use super::names::{addresses_text, confirm_page, ports_text};
+use super::policies::{describe_conditions, policy_rows};
 use super::{
     Ctx, Form, ListQuery, WebError, WebResult, done, form_errors, form_page, matches, page,
     parse_id, see_other, split_list,
 };
+use crate::app::{AuditFilter, GrantFilter};
 use crate::app::{GatewayPatch, GatewayTokenInput, ResourceInput, SiteInput};
 use crate::http::AppState;
-use crate::store::{AuditFilter, GrantFilter};
 
 // ---------------------------------------------------------------- overview
 
@@ -317,25 +318,6 @@ pub(crate) async fn update_site(
     }
 }
 
-/// Shows the confirmation page of a destructive form posted without the script's dialog.
-pub(crate) fn confirm_page(
-    form: &Form,
-    question: &str,
-    detail: &str,
-    action: String,
-    button: &str,
-    back: String,
-) -> axum::response::Response {
-    page(&ui::ConfirmPage {
-        chrome: form.ctx.chrome(question, ""),
-        question: question.to_owned(),
-        detail: detail.to_owned(),
-        action,
-        button: button.to_owned(),
-        back,
-    })
-}
-
 /// Deletes a site (after confirmation).
 pub(crate) async fn delete_site(
     State(s): State<AppState>,
@@ -533,32 +515,6 @@ pub(crate) async fn gateway_action(
 
 // ---------------------------------------------------------------- resources
 
-pub(crate) fn ports_text(r: &Resource) -> String {
-    if r.ports.is_empty() {
-        "all".into()
-    } else {
-        r.ports
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
-}
-
-pub(crate) fn addresses_text(r: &Resource) -> String {
-    r.addresses
-        .iter()
-        .map(|a| {
-            if a.prefix_len() == a.max_prefix_len() {
-                a.addr().to_string()
-            } else {
-                a.to_string()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 fn resource_row(r: &Resource, sites: &HashMap<SiteId, String>, policies: usize) -> ui::ResourceRow {
     ui::ResourceRow {
         id: r.id.to_string(),
@@ -700,7 +656,7 @@ async fn resource_page(
         .into_iter()
         .filter(|p| p.resource_id == id)
         .collect();
-    let names = super::access::Names::load(s, ctx).await?;
+    let names = super::names::Names::load(s, ctx).await?;
     let live = s
         .service
         .list_grants(a, GrantFilter::for_resource(id), true)

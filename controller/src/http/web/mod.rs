@@ -13,7 +13,9 @@ mod access;
 mod audit;
 mod device;
 mod inventory;
+mod names;
 mod people;
+mod policies;
 mod session;
 
 #[cfg(test)]
@@ -82,22 +84,22 @@ pub(crate) fn routes() -> Router<AppState> {
         )
         .route(
             "/policies",
-            get(access::policies).post(access::create_policy),
+            get(policies::policies).post(policies::create_policy),
         )
         .route(
             "/policies/{id}",
-            get(access::policy).post(access::update_policy),
+            get(policies::policy).post(policies::update_policy),
         )
-        .route("/policies/{id}/delete", post(access::delete_policy))
+        .route("/policies/{id}/delete", post(policies::delete_policy))
         .route(
             "/posture",
-            get(access::posture).post(access::create_profile),
+            get(policies::posture).post(policies::create_profile),
         )
         .route(
             "/posture/{id}",
-            get(access::profile).post(access::update_profile),
+            get(policies::profile).post(policies::update_profile),
         )
-        .route("/posture/{id}/delete", post(access::delete_profile))
+        .route("/posture/{id}/delete", post(policies::delete_profile))
         .route("/devices", get(access::devices))
         .route("/devices/{id}/{action}", post(access::device_action))
         .route("/grants", get(access::grants))

@@ -6,19 +6,16 @@ use axum::extract::{Path, Query, State};
 use jiff::Timestamp;
 use model::{GroupId, Role, User, UserId};
 
-use super::access::{Names, device_row, policy_rows, postures};
-use super::inventory::confirm_page;
+use super::access::{device_row, postures};
+use super::names::Names;
+use super::names::confirm_page;
+use super::policies::policy_rows;
 use super::{
     Ctx, Form, ListQuery, WebError, WebResult, done, form_errors, form_page, matches, parse_id,
 };
 use crate::app::PasswordInput;
-use crate::app::{GroupInput, MemberInput, ServiceError, UserInput, UserPatch};
+use crate::app::{GroupInput, MemberInput, UserInput, UserPatch};
 use crate::http::AppState;
-use crate::store;
-
-fn store_err(e: store::StoreError) -> WebError {
-    WebError::from(ServiceError::from(e))
-}
 
 fn user_row(u: &User, groups: String, devices: usize) -> ui::UserRow {
     ui::UserRow {
@@ -175,12 +172,7 @@ async fn user_page(
         .await
         .map_err(|e| WebError::from(e).within(ctx))?;
     let devices = s.service.list_devices(&ctx.actor, Some(id)).await?;
-    let mut c = s.service.store().conn().await.map_err(store_err)?;
-    let totp = store::get_credentials(&mut c, id)
-        .await
-        .map_err(store_err)?
-        .is_some_and(|c| c.totp_confirmed);
-    drop(c);
+    let totp = s.service.has_totp(&ctx.actor, id).await?;
     let mut groups = Vec::new();
     for g in s.service.list_groups(&ctx.actor).await? {
         if s.service
@@ -195,7 +187,7 @@ async fn user_page(
             });
         }
     }
-    let postures = postures(s, &devices).await?;
+    let postures = postures(s, ctx, &devices).await?;
     let values = values.unwrap_or_else(|| {
         let mut v = ui::FormValues::default();
         v.set("name", u.name.clone());

@@ -27,7 +27,6 @@ use crate::app::{
     LoginInput, MIN_PASSWORD_CHARS, PasswordInput, SESSION_COOKIE, SESSION_LIFETIME, SignedIn,
 };
 use crate::http::AppState;
-use crate::store;
 
 /// The cookie that carries a one-time notice to the next page.
 pub(crate) const FLASH_COOKIE: &str = "__Host-postern_flash";
@@ -384,16 +383,7 @@ fn anon_chrome(title: &str, csrf: String) -> ui::Chrome {
 }
 
 async fn setup_done(state: &AppState) -> Result<bool, WebError> {
-    let mut c = state
-        .service
-        .store()
-        .conn()
-        .await
-        .map_err(|e| WebError::from(ServiceError::from(e)))?;
-    Ok(store::count_admins(&mut c)
-        .await
-        .map_err(|e| WebError::from(ServiceError::from(e)))?
-        > 0)
+    Ok(state.service.setup_done().await?)
 }
 
 // ---------------------------------------------------------------- sign-in and sign-out
