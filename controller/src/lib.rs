@@ -15,10 +15,12 @@ mod local;
 mod oidc;
 mod secrets;
 mod service;
-mod store;
 mod tls;
 mod totp;
 mod web;
+
+// The storage layer is the `store` crate; `crate::store::…` names it throughout.
+use ::store;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -47,7 +47,7 @@ impl SiteRow {
     }
 }
 
-pub(crate) async fn insert_site(c: &mut Conn, s: &Site) -> Result<(), StoreError> {
+pub async fn insert_site(c: &mut Conn, s: &Site) -> Result<(), StoreError> {
     sqlx::query("INSERT INTO sites (id, name, created_at) VALUES ($1, $2, $3)")
         .bind(s.id.to_string())
         .bind(&s.name)
@@ -57,7 +57,7 @@ pub(crate) async fn insert_site(c: &mut Conn, s: &Site) -> Result<(), StoreError
     Ok(())
 }
 
-pub(crate) async fn list_sites(c: &mut Conn) -> Result<Vec<Site>, StoreError> {
+pub async fn list_sites(c: &mut Conn) -> Result<Vec<Site>, StoreError> {
     sqlx::query_as::<_, SiteRow>("SELECT id, name, created_at FROM sites ORDER BY name")
         .fetch_all(c)
         .await?
@@ -66,7 +66,7 @@ pub(crate) async fn list_sites(c: &mut Conn) -> Result<Vec<Site>, StoreError> {
         .collect()
 }
 
-pub(crate) async fn get_site(c: &mut Conn, site: SiteId) -> Result<Option<Site>, StoreError> {
+pub async fn get_site(c: &mut Conn, site: SiteId) -> Result<Option<Site>, StoreError> {
     sqlx::query_as::<_, SiteRow>("SELECT id, name, created_at FROM sites WHERE id = $1")
         .bind(site.to_string())
         .fetch_optional(c)
@@ -75,7 +75,7 @@ pub(crate) async fn get_site(c: &mut Conn, site: SiteId) -> Result<Option<Site>,
         .transpose()
 }
 
-pub(crate) async fn update_site(c: &mut Conn, s: &Site) -> Result<(), StoreError> {
+pub async fn update_site(c: &mut Conn, s: &Site) -> Result<(), StoreError> {
     sqlx::query("UPDATE sites SET name = $2 WHERE id = $1")
         .bind(s.id.to_string())
         .bind(&s.name)
@@ -84,7 +84,7 @@ pub(crate) async fn update_site(c: &mut Conn, s: &Site) -> Result<(), StoreError
     Ok(())
 }
 
-pub(crate) async fn delete_site(c: &mut Conn, site: SiteId) -> Result<bool, StoreError> {
+pub async fn delete_site(c: &mut Conn, site: SiteId) -> Result<bool, StoreError> {
     sqlx::query("DELETE FROM gateway_tokens WHERE site_id = $1")
         .bind(site.to_string())
         .execute(&mut *c)
@@ -142,7 +142,7 @@ impl GatewayTokenRow {
     }
 }
 
-pub(crate) async fn insert_gateway_token(
+pub async fn insert_gateway_token(
     c: &mut Conn,
     t: &GatewayToken,
     token_hash: &str,
@@ -161,7 +161,7 @@ pub(crate) async fn insert_gateway_token(
     Ok(())
 }
 
-pub(crate) async fn list_gateway_tokens(
+pub async fn list_gateway_tokens(
     c: &mut Conn,
     site: SiteId,
 ) -> Result<Vec<GatewayToken>, StoreError> {
@@ -180,7 +180,7 @@ pub(crate) async fn list_gateway_tokens(
 /// Marks an unused, unexpired token as used by `gateway`; returns its site, or `None` when
 /// the token is unknown, used or expired. Atomic: two gateways racing with one token cannot
 /// both win.
-pub(crate) async fn consume_gateway_token(
+pub async fn consume_gateway_token(
     c: &mut Conn,
     token_hash: &str,
     gateway: GatewayId,
@@ -239,7 +239,7 @@ impl GatewayRow {
     }
 }
 
-pub(crate) async fn insert_gateway(
+pub async fn insert_gateway(
     c: &mut Conn,
     g: &Gateway,
     credential_hash: &str,
@@ -262,10 +262,7 @@ pub(crate) async fn insert_gateway(
     Ok(())
 }
 
-pub(crate) async fn list_gateways(
-    c: &mut Conn,
-    site: Option<SiteId>,
-) -> Result<Vec<Gateway>, StoreError> {
+pub async fn list_gateways(c: &mut Conn, site: Option<SiteId>) -> Result<Vec<Gateway>, StoreError> {
     let rows = match site {
         Some(site) => {
             sqlx::query_as::<_, GatewayRow>(&format!(
@@ -286,7 +283,7 @@ pub(crate) async fn list_gateways(
     rows.into_iter().map(GatewayRow::into_model).collect()
 }
 
-pub(crate) async fn get_gateway(c: &mut Conn, g: GatewayId) -> Result<Option<Gateway>, StoreError> {
+pub async fn get_gateway(c: &mut Conn, g: GatewayId) -> Result<Option<Gateway>, StoreError> {
     sqlx::query_as::<_, GatewayRow>(&format!(
         "SELECT {GATEWAY_COLUMNS} FROM gateways WHERE id = $1"
     ))
@@ -297,7 +294,7 @@ pub(crate) async fn get_gateway(c: &mut Conn, g: GatewayId) -> Result<Option<Gat
     .transpose()
 }
 
-pub(crate) async fn gateway_by_credential(
+pub async fn gateway_by_credential(
     c: &mut Conn,
     credential_hash: &str,
 ) -> Result<Option<Gateway>, StoreError> {
@@ -311,7 +308,7 @@ pub(crate) async fn gateway_by_credential(
     .transpose()
 }
 
-pub(crate) async fn update_gateway(c: &mut Conn, g: &Gateway) -> Result<(), StoreError> {
+pub async fn update_gateway(c: &mut Conn, g: &Gateway) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE gateways SET name = $2, public_key = $3, endpoint = $4, disabled = $5, \
          last_seen_at = $6 WHERE id = $1",
@@ -327,7 +324,7 @@ pub(crate) async fn update_gateway(c: &mut Conn, g: &Gateway) -> Result<(), Stor
     Ok(())
 }
 
-pub(crate) async fn delete_gateway(c: &mut Conn, g: GatewayId) -> Result<bool, StoreError> {
+pub async fn delete_gateway(c: &mut Conn, g: GatewayId) -> Result<bool, StoreError> {
     let done = sqlx::query("DELETE FROM gateways WHERE id = $1")
         .bind(g.to_string())
         .execute(c)
@@ -363,7 +360,7 @@ impl ResourceRow {
     }
 }
 
-pub(crate) async fn insert_resource(c: &mut Conn, r: &Resource) -> Result<(), StoreError> {
+pub async fn insert_resource(c: &mut Conn, r: &Resource) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO resources (id, name, site_id, addresses, ports, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6)",
@@ -379,7 +376,7 @@ pub(crate) async fn insert_resource(c: &mut Conn, r: &Resource) -> Result<(), St
     Ok(())
 }
 
-pub(crate) async fn update_resource(c: &mut Conn, r: &Resource) -> Result<(), StoreError> {
+pub async fn update_resource(c: &mut Conn, r: &Resource) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE resources SET name = $2, site_id = $3, addresses = $4, ports = $5 WHERE id = $1",
     )
@@ -393,7 +390,7 @@ pub(crate) async fn update_resource(c: &mut Conn, r: &Resource) -> Result<(), St
     Ok(())
 }
 
-pub(crate) async fn list_resources(
+pub async fn list_resources(
     c: &mut Conn,
     site: Option<SiteId>,
 ) -> Result<Vec<Resource>, StoreError> {
@@ -417,10 +414,7 @@ pub(crate) async fn list_resources(
     rows.into_iter().map(ResourceRow::into_model).collect()
 }
 
-pub(crate) async fn get_resource(
-    c: &mut Conn,
-    r: ResourceId,
-) -> Result<Option<Resource>, StoreError> {
+pub async fn get_resource(c: &mut Conn, r: ResourceId) -> Result<Option<Resource>, StoreError> {
     sqlx::query_as::<_, ResourceRow>(&format!(
         "SELECT {RESOURCE_COLUMNS} FROM resources WHERE id = $1"
     ))
@@ -431,7 +425,7 @@ pub(crate) async fn get_resource(
     .transpose()
 }
 
-pub(crate) async fn delete_resource(c: &mut Conn, r: ResourceId) -> Result<bool, StoreError> {
+pub async fn delete_resource(c: &mut Conn, r: ResourceId) -> Result<bool, StoreError> {
     let done = sqlx::query("DELETE FROM resources WHERE id = $1")
         .bind(r.to_string())
         .execute(c)
@@ -469,7 +463,7 @@ impl UserRow {
     }
 }
 
-pub(crate) async fn insert_user(c: &mut Conn, u: &User) -> Result<(), StoreError> {
+pub async fn insert_user(c: &mut Conn, u: &User) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO users (id, email, name, role, disabled, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6)",
@@ -485,7 +479,7 @@ pub(crate) async fn insert_user(c: &mut Conn, u: &User) -> Result<(), StoreError
     Ok(())
 }
 
-pub(crate) async fn update_user(c: &mut Conn, u: &User) -> Result<(), StoreError> {
+pub async fn update_user(c: &mut Conn, u: &User) -> Result<(), StoreError> {
     sqlx::query("UPDATE users SET email = $2, name = $3, role = $4, disabled = $5 WHERE id = $1")
         .bind(u.id.to_string())
         .bind(&u.email)
@@ -497,7 +491,7 @@ pub(crate) async fn update_user(c: &mut Conn, u: &User) -> Result<(), StoreError
     Ok(())
 }
 
-pub(crate) async fn list_users(c: &mut Conn) -> Result<Vec<User>, StoreError> {
+pub async fn list_users(c: &mut Conn) -> Result<Vec<User>, StoreError> {
     sqlx::query_as::<_, UserRow>(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY email"))
         .fetch_all(c)
         .await?
@@ -506,7 +500,7 @@ pub(crate) async fn list_users(c: &mut Conn) -> Result<Vec<User>, StoreError> {
         .collect()
 }
 
-pub(crate) async fn get_user(c: &mut Conn, u: UserId) -> Result<Option<User>, StoreError> {
+pub async fn get_user(c: &mut Conn, u: UserId) -> Result<Option<User>, StoreError> {
     sqlx::query_as::<_, UserRow>(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
         .bind(u.to_string())
         .fetch_optional(c)
@@ -515,7 +509,7 @@ pub(crate) async fn get_user(c: &mut Conn, u: UserId) -> Result<Option<User>, St
         .transpose()
 }
 
-pub(crate) async fn user_by_email(c: &mut Conn, email: &str) -> Result<Option<User>, StoreError> {
+pub async fn user_by_email(c: &mut Conn, email: &str) -> Result<Option<User>, StoreError> {
     sqlx::query_as::<_, UserRow>(&format!(
         "SELECT {USER_COLUMNS} FROM users WHERE email = $1"
     ))
@@ -526,7 +520,7 @@ pub(crate) async fn user_by_email(c: &mut Conn, email: &str) -> Result<Option<Us
     .transpose()
 }
 
-pub(crate) async fn count_admins(c: &mut Conn) -> Result<i64, StoreError> {
+pub async fn count_admins(c: &mut Conn) -> Result<i64, StoreError> {
     Ok(
         sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE role = 'admin' AND disabled = 0")
             .fetch_one(c)
@@ -534,7 +528,7 @@ pub(crate) async fn count_admins(c: &mut Conn) -> Result<i64, StoreError> {
     )
 }
 
-pub(crate) async fn delete_user(c: &mut Conn, u: UserId) -> Result<bool, StoreError> {
+pub async fn delete_user(c: &mut Conn, u: UserId) -> Result<bool, StoreError> {
     sqlx::query(
         "UPDATE api_tokens SET revoked_at = created_at WHERE user_id = $1 AND revoked_at IS NULL",
     )
@@ -569,7 +563,7 @@ impl GroupRow {
     }
 }
 
-pub(crate) async fn insert_group(c: &mut Conn, g: &Group) -> Result<(), StoreError> {
+pub async fn insert_group(c: &mut Conn, g: &Group) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO user_groups (id, name, description, created_at) VALUES ($1, $2, $3, $4)",
     )
@@ -582,7 +576,7 @@ pub(crate) async fn insert_group(c: &mut Conn, g: &Group) -> Result<(), StoreErr
     Ok(())
 }
 
-pub(crate) async fn update_group(c: &mut Conn, g: &Group) -> Result<(), StoreError> {
+pub async fn update_group(c: &mut Conn, g: &Group) -> Result<(), StoreError> {
     sqlx::query("UPDATE user_groups SET name = $2, description = $3 WHERE id = $1")
         .bind(g.id.to_string())
         .bind(&g.name)
@@ -592,7 +586,7 @@ pub(crate) async fn update_group(c: &mut Conn, g: &Group) -> Result<(), StoreErr
     Ok(())
 }
 
-pub(crate) async fn list_groups(c: &mut Conn) -> Result<Vec<Group>, StoreError> {
+pub async fn list_groups(c: &mut Conn) -> Result<Vec<Group>, StoreError> {
     sqlx::query_as::<_, GroupRow>(
         "SELECT id, name, description, created_at FROM user_groups ORDER BY name",
     )
@@ -603,7 +597,7 @@ pub(crate) async fn list_groups(c: &mut Conn) -> Result<Vec<Group>, StoreError> 
     .collect()
 }
 
-pub(crate) async fn get_group(c: &mut Conn, g: GroupId) -> Result<Option<Group>, StoreError> {
+pub async fn get_group(c: &mut Conn, g: GroupId) -> Result<Option<Group>, StoreError> {
     sqlx::query_as::<_, GroupRow>(
         "SELECT id, name, description, created_at FROM user_groups WHERE id = $1",
     )
@@ -614,7 +608,7 @@ pub(crate) async fn get_group(c: &mut Conn, g: GroupId) -> Result<Option<Group>,
     .transpose()
 }
 
-pub(crate) async fn delete_group(c: &mut Conn, g: GroupId) -> Result<bool, StoreError> {
+pub async fn delete_group(c: &mut Conn, g: GroupId) -> Result<bool, StoreError> {
     let done = sqlx::query("DELETE FROM user_groups WHERE id = $1")
         .bind(g.to_string())
         .execute(c)
@@ -623,7 +617,7 @@ pub(crate) async fn delete_group(c: &mut Conn, g: GroupId) -> Result<bool, Store
 }
 
 /// Adds `user` to `group`; `false` when they already were a member.
-pub(crate) async fn add_member(
+pub async fn add_member(
     c: &mut Conn,
     group: GroupId,
     user: UserId,
@@ -648,11 +642,7 @@ pub(crate) async fn add_member(
     Ok(true)
 }
 
-pub(crate) async fn remove_member(
-    c: &mut Conn,
-    group: GroupId,
-    user: UserId,
-) -> Result<bool, StoreError> {
+pub async fn remove_member(c: &mut Conn, group: GroupId, user: UserId) -> Result<bool, StoreError> {
     let done = sqlx::query("DELETE FROM group_members WHERE group_id = $1 AND user_id = $2")
         .bind(group.to_string())
         .bind(user.to_string())
@@ -661,7 +651,7 @@ pub(crate) async fn remove_member(
     Ok(done.rows_affected() > 0)
 }
 
-pub(crate) async fn group_members(c: &mut Conn, group: GroupId) -> Result<Vec<User>, StoreError> {
+pub async fn group_members(c: &mut Conn, group: GroupId) -> Result<Vec<User>, StoreError> {
     sqlx::query_as::<_, UserRow>(
         "SELECT u.id, u.email, u.name, u.role, u.disabled, u.created_at FROM users u \
          JOIN group_members m ON m.user_id = u.id WHERE m.group_id = $1 ORDER BY u.email",
@@ -674,7 +664,7 @@ pub(crate) async fn group_members(c: &mut Conn, group: GroupId) -> Result<Vec<Us
     .collect()
 }
 
-pub(crate) async fn groups_of_user(c: &mut Conn, user: UserId) -> Result<Vec<GroupId>, StoreError> {
+pub async fn groups_of_user(c: &mut Conn, user: UserId) -> Result<Vec<GroupId>, StoreError> {
     let ids: Vec<String> = sqlx::query_scalar(
         "SELECT group_id FROM group_members WHERE user_id = $1 ORDER BY group_id",
     )
@@ -713,7 +703,7 @@ impl DeviceRow {
     }
 }
 
-pub(crate) async fn insert_device(c: &mut Conn, d: &Device) -> Result<(), StoreError> {
+pub async fn insert_device(c: &mut Conn, d: &Device) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO devices (id, user_id, name, public_key, disabled, created_at, last_seen_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -730,7 +720,7 @@ pub(crate) async fn insert_device(c: &mut Conn, d: &Device) -> Result<(), StoreE
     Ok(())
 }
 
-pub(crate) async fn update_device(c: &mut Conn, d: &Device) -> Result<(), StoreError> {
+pub async fn update_device(c: &mut Conn, d: &Device) -> Result<(), StoreError> {
     sqlx::query("UPDATE devices SET name = $2, disabled = $3, last_seen_at = $4 WHERE id = $1")
         .bind(d.id.to_string())
         .bind(&d.name)
@@ -741,10 +731,7 @@ pub(crate) async fn update_device(c: &mut Conn, d: &Device) -> Result<(), StoreE
     Ok(())
 }
 
-pub(crate) async fn list_devices(
-    c: &mut Conn,
-    user: Option<UserId>,
-) -> Result<Vec<Device>, StoreError> {
+pub async fn list_devices(c: &mut Conn, user: Option<UserId>) -> Result<Vec<Device>, StoreError> {
     let rows = match user {
         Some(user) => {
             sqlx::query_as::<_, DeviceRow>(&format!(
@@ -765,7 +752,7 @@ pub(crate) async fn list_devices(
     rows.into_iter().map(DeviceRow::into_model).collect()
 }
 
-pub(crate) async fn get_device(c: &mut Conn, d: DeviceId) -> Result<Option<Device>, StoreError> {
+pub async fn get_device(c: &mut Conn, d: DeviceId) -> Result<Option<Device>, StoreError> {
     sqlx::query_as::<_, DeviceRow>(&format!(
         "SELECT {DEVICE_COLUMNS} FROM devices WHERE id = $1"
     ))
@@ -776,7 +763,7 @@ pub(crate) async fn get_device(c: &mut Conn, d: DeviceId) -> Result<Option<Devic
     .transpose()
 }
 
-pub(crate) async fn device_by_public_key(
+pub async fn device_by_public_key(
     c: &mut Conn,
     public_key: &str,
 ) -> Result<Option<Device>, StoreError> {
@@ -791,11 +778,7 @@ pub(crate) async fn device_by_public_key(
 }
 
 /// Records that a device was seen now.
-pub(crate) async fn touch_device(
-    c: &mut Conn,
-    d: DeviceId,
-    at: Timestamp,
-) -> Result<(), StoreError> {
+pub async fn touch_device(c: &mut Conn, d: DeviceId, at: Timestamp) -> Result<(), StoreError> {
     sqlx::query("UPDATE devices SET last_seen_at = $2 WHERE id = $1")
         .bind(d.to_string())
         .bind(ms(at))
@@ -804,7 +787,7 @@ pub(crate) async fn touch_device(
     Ok(())
 }
 
-pub(crate) async fn delete_device(c: &mut Conn, d: DeviceId) -> Result<bool, StoreError> {
+pub async fn delete_device(c: &mut Conn, d: DeviceId) -> Result<bool, StoreError> {
     let done = sqlx::query("DELETE FROM devices WHERE id = $1")
         .bind(d.to_string())
         .execute(c)
@@ -812,7 +795,7 @@ pub(crate) async fn delete_device(c: &mut Conn, d: DeviceId) -> Result<bool, Sto
     Ok(done.rows_affected() > 0)
 }
 
-pub(crate) async fn set_posture(
+pub async fn set_posture(
     c: &mut Conn,
     d: DeviceId,
     report: &PostureReport,
@@ -825,10 +808,7 @@ pub(crate) async fn set_posture(
     Ok(())
 }
 
-pub(crate) async fn get_posture(
-    c: &mut Conn,
-    d: DeviceId,
-) -> Result<Option<PostureReport>, StoreError> {
+pub async fn get_posture(c: &mut Conn, d: DeviceId) -> Result<Option<PostureReport>, StoreError> {
     let raw: Option<Option<String>> =
         sqlx::query_scalar("SELECT posture FROM devices WHERE id = $1")
             .bind(d.to_string())
@@ -890,7 +870,7 @@ impl EnrollmentKeyRow {
     }
 }
 
-pub(crate) async fn insert_enrollment_key(
+pub async fn insert_enrollment_key(
     c: &mut Conn,
     k: &EnrollmentKey,
     key_hash: &str,
@@ -910,7 +890,7 @@ pub(crate) async fn insert_enrollment_key(
     Ok(())
 }
 
-pub(crate) async fn list_enrollment_keys(c: &mut Conn) -> Result<Vec<EnrollmentKey>, StoreError> {
+pub async fn list_enrollment_keys(c: &mut Conn) -> Result<Vec<EnrollmentKey>, StoreError> {
     sqlx::query_as::<_, EnrollmentKeyRow>(&format!(
         "SELECT {ENROLLMENT_KEY_COLUMNS} FROM enrollment_keys ORDER BY created_at DESC"
     ))
@@ -921,7 +901,7 @@ pub(crate) async fn list_enrollment_keys(c: &mut Conn) -> Result<Vec<EnrollmentK
     .collect()
 }
 
-pub(crate) async fn revoke_enrollment_key(
+pub async fn revoke_enrollment_key(
     c: &mut Conn,
     k: EnrollmentKeyId,
     now: Timestamp,
@@ -938,7 +918,7 @@ pub(crate) async fn revoke_enrollment_key(
 
 /// Uses an enrollment key: returns it when it is valid at `now` (unrevoked, unexpired, and
 /// unused unless reusable) and records the use; `None` otherwise.
-pub(crate) async fn consume_enrollment_key(
+pub async fn consume_enrollment_key(
     c: &mut Conn,
     key_hash: &str,
     now: Timestamp,
@@ -982,7 +962,7 @@ impl ProfileRow {
     }
 }
 
-pub(crate) async fn insert_profile(
+pub async fn insert_profile(
     c: &mut Conn,
     p: &PostureProfile,
     now: Timestamp,
@@ -999,7 +979,7 @@ pub(crate) async fn insert_profile(
     Ok(())
 }
 
-pub(crate) async fn update_profile(c: &mut Conn, p: &PostureProfile) -> Result<(), StoreError> {
+pub async fn update_profile(c: &mut Conn, p: &PostureProfile) -> Result<(), StoreError> {
     sqlx::query("UPDATE posture_profiles SET name = $2, spec = $3 WHERE id = $1")
         .bind(p.id.to_string())
         .bind(&p.name)
@@ -1009,7 +989,7 @@ pub(crate) async fn update_profile(c: &mut Conn, p: &PostureProfile) -> Result<(
     Ok(())
 }
 
-pub(crate) async fn list_profiles(c: &mut Conn) -> Result<Vec<PostureProfile>, StoreError> {
+pub async fn list_profiles(c: &mut Conn) -> Result<Vec<PostureProfile>, StoreError> {
     sqlx::query_as::<_, ProfileRow>("SELECT id, name, spec FROM posture_profiles ORDER BY name")
         .fetch_all(c)
         .await?
@@ -1018,7 +998,7 @@ pub(crate) async fn list_profiles(c: &mut Conn) -> Result<Vec<PostureProfile>, S
         .collect()
 }
 
-pub(crate) async fn profiles_by_id(
+pub async fn profiles_by_id(
     c: &mut Conn,
 ) -> Result<BTreeMap<PostureProfileId, PostureProfile>, StoreError> {
     Ok(list_profiles(c)
@@ -1028,7 +1008,7 @@ pub(crate) async fn profiles_by_id(
         .collect())
 }
 
-pub(crate) async fn get_profile(
+pub async fn get_profile(
     c: &mut Conn,
     p: PostureProfileId,
 ) -> Result<Option<PostureProfile>, StoreError> {
@@ -1040,7 +1020,7 @@ pub(crate) async fn get_profile(
         .transpose()
 }
 
-pub(crate) async fn delete_profile(c: &mut Conn, p: PostureProfileId) -> Result<bool, StoreError> {
+pub async fn delete_profile(c: &mut Conn, p: PostureProfileId) -> Result<bool, StoreError> {
     let done = sqlx::query("DELETE FROM posture_profiles WHERE id = $1")
         .bind(p.to_string())
         .execute(c)
@@ -1099,7 +1079,7 @@ fn action_str(a: PolicyAction) -> &'static str {
     }
 }
 
-pub(crate) async fn insert_policy(c: &mut Conn, p: &Policy) -> Result<(), StoreError> {
+pub async fn insert_policy(c: &mut Conn, p: &Policy) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO policies (id, name, group_id, resource_id, action, conditions, \
          max_session_secs, disabled, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -1118,7 +1098,7 @@ pub(crate) async fn insert_policy(c: &mut Conn, p: &Policy) -> Result<(), StoreE
     Ok(())
 }
 
-pub(crate) async fn update_policy(c: &mut Conn, p: &Policy) -> Result<(), StoreError> {
+pub async fn update_policy(c: &mut Conn, p: &Policy) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE policies SET name = $2, group_id = $3, resource_id = $4, action = $5, \
          conditions = $6, max_session_secs = $7, disabled = $8 WHERE id = $1",
@@ -1136,7 +1116,7 @@ pub(crate) async fn update_policy(c: &mut Conn, p: &Policy) -> Result<(), StoreE
     Ok(())
 }
 
-pub(crate) async fn list_policies(c: &mut Conn) -> Result<Vec<Policy>, StoreError> {
+pub async fn list_policies(c: &mut Conn) -> Result<Vec<Policy>, StoreError> {
     sqlx::query_as::<_, PolicyRow>(&format!(
         "SELECT {POLICY_COLUMNS} FROM policies ORDER BY name"
     ))
@@ -1147,10 +1127,7 @@ pub(crate) async fn list_policies(c: &mut Conn) -> Result<Vec<Policy>, StoreErro
     .collect()
 }
 
-pub(crate) async fn policies_for_resource(
-    c: &mut Conn,
-    r: ResourceId,
-) -> Result<Vec<Policy>, StoreError> {
+pub async fn policies_for_resource(c: &mut Conn, r: ResourceId) -> Result<Vec<Policy>, StoreError> {
     sqlx::query_as::<_, PolicyRow>(&format!(
         "SELECT {POLICY_COLUMNS} FROM policies WHERE resource_id = $1 ORDER BY id"
     ))
@@ -1162,7 +1139,7 @@ pub(crate) async fn policies_for_resource(
     .collect()
 }
 
-pub(crate) async fn get_policy(c: &mut Conn, p: PolicyId) -> Result<Option<Policy>, StoreError> {
+pub async fn get_policy(c: &mut Conn, p: PolicyId) -> Result<Option<Policy>, StoreError> {
     sqlx::query_as::<_, PolicyRow>(&format!(
         "SELECT {POLICY_COLUMNS} FROM policies WHERE id = $1"
     ))
@@ -1173,7 +1150,7 @@ pub(crate) async fn get_policy(c: &mut Conn, p: PolicyId) -> Result<Option<Polic
     .transpose()
 }
 
-pub(crate) async fn delete_policy(c: &mut Conn, p: PolicyId) -> Result<bool, StoreError> {
+pub async fn delete_policy(c: &mut Conn, p: PolicyId) -> Result<bool, StoreError> {
     let done = sqlx::query("DELETE FROM policies WHERE id = $1")
         .bind(p.to_string())
         .execute(c)
@@ -1182,7 +1159,7 @@ pub(crate) async fn delete_policy(c: &mut Conn, p: PolicyId) -> Result<bool, Sto
 }
 
 /// Counts the policies that name `column = value` (for refusing deletes with a clear reason).
-pub(crate) async fn policies_referencing(
+pub async fn policies_referencing(
     c: &mut Conn,
     column: PolicyRef,
     value: &str,
@@ -1196,7 +1173,7 @@ pub(crate) async fn policies_referencing(
 
 /// A column of `policies` that points at another object.
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum PolicyRef {
+pub enum PolicyRef {
     Group,
     Resource,
 }
@@ -1240,7 +1217,7 @@ impl GrantRow {
     }
 }
 
-pub(crate) async fn insert_grant(c: &mut Conn, g: &Grant) -> Result<(), StoreError> {
+pub async fn insert_grant(c: &mut Conn, g: &Grant) -> Result<(), StoreError> {
     sqlx::query(&format!(
         "INSERT INTO grants ({GRANT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
     ))
@@ -1260,7 +1237,7 @@ pub(crate) async fn insert_grant(c: &mut Conn, g: &Grant) -> Result<(), StoreErr
     Ok(())
 }
 
-pub(crate) async fn get_grant(c: &mut Conn, g: GrantId) -> Result<Option<Grant>, StoreError> {
+pub async fn get_grant(c: &mut Conn, g: GrantId) -> Result<Option<Grant>, StoreError> {
     sqlx::query_as::<_, GrantRow>(&format!("SELECT {GRANT_COLUMNS} FROM grants WHERE id = $1"))
         .bind(g.to_string())
         .fetch_optional(c)
@@ -1370,7 +1347,7 @@ impl GrantFilter {
     }
 }
 
-pub(crate) async fn list_grants(c: &mut Conn, f: &GrantFilter) -> Result<Vec<Grant>, StoreError> {
+pub async fn list_grants(c: &mut Conn, f: &GrantFilter) -> Result<Vec<Grant>, StoreError> {
     let (clause, binds, live) = f.where_clause();
     let sql = format!("SELECT {GRANT_COLUMNS} FROM grants{clause} ORDER BY created_at DESC");
     let mut q = sqlx::query_as::<_, GrantRow>(&sql);
@@ -1388,7 +1365,7 @@ pub(crate) async fn list_grants(c: &mut Conn, f: &GrantFilter) -> Result<Vec<Gra
 }
 
 /// Revokes every live grant matching `f` (which must set `live_at`) and returns them.
-pub(crate) async fn revoke_grants(
+pub async fn revoke_grants(
     c: &mut Conn,
     f: &GrantFilter,
     now: Timestamp,
@@ -1420,7 +1397,7 @@ pub(crate) async fn revoke_grants(
 }
 
 /// Stores the preshared key of a live grant (a secret the gateway needs on every full sync).
-pub(crate) async fn set_preshared_key(
+pub async fn set_preshared_key(
     c: &mut Conn,
     g: GrantId,
     preshared_key: &str,
@@ -1434,7 +1411,7 @@ pub(crate) async fn set_preshared_key(
 }
 
 /// The live grants of a gateway with their preshared keys, oldest first.
-pub(crate) async fn live_grants_with_keys(
+pub async fn live_grants_with_keys(
     c: &mut Conn,
     gateway: GatewayId,
     now: Timestamp,
@@ -1460,7 +1437,7 @@ pub(crate) async fn live_grants_with_keys(
 }
 
 /// One live grant with its preshared key.
-pub(crate) async fn live_grant_with_key(
+pub async fn live_grant_with_key(
     c: &mut Conn,
     grant: GrantId,
     now: Timestamp,
@@ -1484,7 +1461,7 @@ pub(crate) async fn live_grant_with_key(
 }
 
 /// How many live grants each gateway serves (gateways with none are absent).
-pub(crate) async fn live_grant_counts(
+pub async fn live_grant_counts(
     c: &mut Conn,
     now: Timestamp,
 ) -> Result<BTreeMap<GatewayId, i64>, StoreError> {
@@ -1501,7 +1478,7 @@ pub(crate) async fn live_grant_counts(
 }
 
 /// Whether a live grant already uses this WireGuard public key.
-pub(crate) async fn public_key_in_use(
+pub async fn public_key_in_use(
     c: &mut Conn,
     public_key: &str,
     now: Timestamp,
@@ -1520,7 +1497,7 @@ pub(crate) async fn public_key_in_use(
 // ---------------------------------------------------------------- tunnel addresses
 
 /// The tunnel address a device holds a live lease on, if any.
-pub(crate) async fn device_tunnel_address(
+pub async fn device_tunnel_address(
     c: &mut Conn,
     device: DeviceId,
     now: Timestamp,
@@ -1540,7 +1517,7 @@ pub(crate) async fn device_tunnel_address(
 /// Takes `address` for `device` until `expires_at` unless another device holds a live lease
 /// on it; extends the device's own lease. Returns whether the address is now the device's.
 /// Atomic, so two replicas racing for one address cannot both win.
-pub(crate) async fn claim_tunnel_address(
+pub async fn claim_tunnel_address(
     c: &mut Conn,
     address: IpAddr,
     device: DeviceId,
@@ -1564,7 +1541,7 @@ pub(crate) async fn claim_tunnel_address(
 }
 
 /// Every address under a live lease.
-pub(crate) async fn leased_tunnel_addresses(
+pub async fn leased_tunnel_addresses(
     c: &mut Conn,
     now: Timestamp,
 ) -> Result<Vec<IpAddr>, StoreError> {
@@ -1579,7 +1556,7 @@ pub(crate) async fn leased_tunnel_addresses(
 }
 
 /// Records a gateway's control connection: its WireGuard key, endpoint and the time.
-pub(crate) async fn gateway_seen(
+pub async fn gateway_seen(
     c: &mut Conn,
     g: GatewayId,
     public_key: Option<&str>,
@@ -1654,7 +1631,7 @@ impl ApiTokenRow {
     }
 }
 
-pub(crate) async fn insert_api_token(
+pub async fn insert_api_token(
     c: &mut Conn,
     t: &ApiToken,
     token_hash: &str,
@@ -1674,7 +1651,7 @@ pub(crate) async fn insert_api_token(
     Ok(())
 }
 
-pub(crate) async fn list_api_tokens(c: &mut Conn) -> Result<Vec<ApiToken>, StoreError> {
+pub async fn list_api_tokens(c: &mut Conn) -> Result<Vec<ApiToken>, StoreError> {
     sqlx::query_as::<_, ApiTokenRow>(&format!(
         "SELECT {TOKEN_COLUMNS} FROM api_tokens ORDER BY created_at DESC"
     ))
@@ -1686,7 +1663,7 @@ pub(crate) async fn list_api_tokens(c: &mut Conn) -> Result<Vec<ApiToken>, Store
 }
 
 /// The unrevoked token with this hash, after recording its use.
-pub(crate) async fn use_api_token(
+pub async fn use_api_token(
     c: &mut Conn,
     token_hash: &str,
     now: Timestamp,
@@ -1715,7 +1692,7 @@ pub(crate) async fn use_api_token(
     Ok(token)
 }
 
-pub(crate) async fn revoke_api_token(
+pub async fn revoke_api_token(
     c: &mut Conn,
     t: TokenId,
     now: Timestamp,
@@ -1732,7 +1709,7 @@ pub(crate) async fn revoke_api_token(
 // ---------------------------------------------------------------- setup code
 
 /// Stores a fresh setup code hash, replacing any unused one.
-pub(crate) async fn put_setup_code(
+pub async fn put_setup_code(
     c: &mut Conn,
     code_hash: &str,
     now: Timestamp,
@@ -1749,7 +1726,7 @@ pub(crate) async fn put_setup_code(
 }
 
 /// Consumes the setup code if `code_hash` matches the unused one.
-pub(crate) async fn consume_setup_code(
+pub async fn consume_setup_code(
     c: &mut Conn,
     code_hash: &str,
     now: Timestamp,
@@ -1812,7 +1789,7 @@ impl AuditRow {
     }
 }
 
-pub(crate) async fn append_audit(c: &mut Conn, e: &AuditEvent) -> Result<(), StoreError> {
+pub async fn append_audit(c: &mut Conn, e: &AuditEvent) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO audit_events (id, at, actor, actor_name, kind, subject, details) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -1846,10 +1823,7 @@ pub struct AuditFilter {
     pub limit: u32,
 }
 
-pub(crate) async fn query_audit(
-    c: &mut Conn,
-    f: &AuditFilter,
-) -> Result<Vec<AuditEvent>, StoreError> {
+pub async fn query_audit(c: &mut Conn, f: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
     let mut clauses = Vec::new();
     let mut text = Vec::new();
     for (column, value) in [("actor", &f.actor), ("subject", &f.subject)] {
