@@ -6,7 +6,8 @@ use model::{GroupId, UserId};
 use serde::{Deserialize, Serialize};
 use sqlx::FromRow;
 
-use super::{Conn, StoreError, ms, ts};
+use crate::codec::{ms, ts};
+use crate::{Conn, StoreError};
 
 fn parse<T: std::str::FromStr>(table: &'static str, s: &str) -> Result<T, StoreError> {
     s.parse().map_err(|_| StoreError::Corrupt {
@@ -90,7 +91,7 @@ pub async fn insert_provider(
     .bind(&p.groups_claim)
     .bind(p.scopes.join(" "))
     .bind(ms(p.created_at))
-    .bind(super::flag(p.config_managed))
+    .bind(crate::codec::flag(p.config_managed))
     .execute(c)
     .await?;
     Ok(())
@@ -112,7 +113,7 @@ pub async fn update_provider(
     .bind(client_secret)
     .bind(&p.groups_claim)
     .bind(p.scopes.join(" "))
-    .bind(super::flag(p.config_managed))
+    .bind(crate::codec::flag(p.config_managed))
     .execute(c)
     .await?;
     Ok(done.rows_affected() > 0)

@@ -1,11 +1,11 @@
-//! Client sign-in: device authorizations in flight, device sessions, and the sequence
-//! number of each device's posture reports.
+//! Client sign-in: device authorizations in flight, and device sessions.
 
 use jiff::Timestamp;
 use model::{DeviceId, UserId};
 use sqlx::FromRow;
 
-use super::{Conn, StoreError, id, ms, opt_ms, ts};
+use crate::codec::{id, ms, opt_ms, ts};
+use crate::{Conn, StoreError};
 
 // ---------------------------------------------------------------- device authorizations
 
@@ -147,7 +147,7 @@ pub async fn decide_device_authorization(
     .bind(a.id.to_string())
     .bind(a.user_id.map(|u| u.to_string()))
     .bind(opt_ms(a.decided_at))
-    .bind(a.approved.map(super::flag))
+    .bind(a.approved.map(crate::codec::flag))
     .bind(opt_ms(a.mfa_at))
     .bind(a.provider.as_deref())
     .execute(c)
@@ -365,38 +365,4 @@ pub async fn device_session_by_id(
     .await?
     .map(SessionRow::into_model)
     .transpose()
-}
-
-/// Why a grant was revoked, when it was.
-pub async fn grant_revoke_reason(
-    c: &mut Conn,
-    grant: model::GrantId,
-) -> Result<Option<String>, StoreError> {
-    let reason: Option<Option<String>> =
-        sqlx::query_scalar("SELECT revoke_reason FROM grants WHERE id = $1")
-            .bind(grant.to_string())
-            .fetch_optional(c)
-            .await?;
-    Ok(reason.flatten())
-}
-
-// ---------------------------------------------------------------- posture sequence
-
-/// Accepts a posture report's sequence number only if it is greater than the last one
-/// accepted for the device; false means a replay.
-pub async fn advance_posture_seq(
-    c: &mut Conn,
-    device: DeviceId,
-    seq: u64,
-) -> Result<bool, StoreError> {
-    let seq = i64::try_from(seq).unwrap_or(i64::MAX);
-    let done = sqlx::query(
-        "UPDATE devices SET posture_seq = $2 WHERE id = $1 \
-         AND (posture_seq IS NULL OR posture_seq < $2)",
-    )
-    .bind(device.to_string())
-    .bind(seq)
-    .execute(c)
-    .await?;
-    Ok(done.rows_affected() == 1)
 }

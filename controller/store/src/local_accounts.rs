@@ -6,7 +6,8 @@ use model::UserId;
 use serde::{Deserialize, Serialize};
 use sqlx::FromRow;
 
-use super::{Conn, StoreError, ms, opt_ms, opt_ts, ts};
+use crate::codec::{ms, opt_ms, opt_ts, ts};
+use crate::{Conn, StoreError};
 
 fn user_id(table: &'static str, s: &str) -> Result<UserId, StoreError> {
     s.parse().map_err(|_| StoreError::Corrupt {
