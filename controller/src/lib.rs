@@ -19,9 +19,11 @@ mod control;
 mod crypto;
 mod http;
 mod secrets;
-mod store;
 mod tls;
 mod totp;
+
+// The storage layer is the `store` crate; `store::…` names it throughout.
+use ::store;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

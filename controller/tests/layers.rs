@@ -346,10 +346,7 @@ fn sideways_and_upward_edges_are_refused() {
         one("http/api/mod.rs", "use crate::control::describe;\n").len(),
         1
     );
-    assert_eq!(
-        one("control/mod.rs", "use crate::store::GrantFilter;\n").len(),
-        1
-    );
+    assert_eq!(one("control/mod.rs", "use store::GrantFilter;\n").len(), 1);
     assert_eq!(
         one("control/client.rs", "use store::GrantFilter;\n").len(),
         1
@@ -360,10 +357,7 @@ fn sideways_and_upward_edges_are_refused() {
     );
     // The bus naming the application services; a leaf naming anything.
     assert_eq!(one("bus/mod.rs", "use crate::app::Service;\n").len(), 1);
-    assert_eq!(
-        one("bus/replicas.rs", "use crate::store::Store;\n").len(),
-        1
-    );
+    assert_eq!(one("bus/replicas.rs", "use store::Store;\n").len(), 1);
     assert_eq!(one("crypto.rs", "use crate::bus::Bus;\n").len(), 1);
     // The kernel naming a feature file, through `super` too.
     assert_eq!(
@@ -397,12 +391,12 @@ fn downward_edges_comments_strings_and_tests_are_allowed() {
         ),
         (
             "app/access.rs",
-            "use super::decisions::DecisionRequest;\nuse crate::store::Conn;\n",
+            "use super::decisions::DecisionRequest;\nuse store::Conn;\n",
         ),
         ("bus/mod.rs", "use super::gateways::Registry;\n"),
         (
             "lib.rs",
-            "use crate::control::ControlEndpoint; use crate::store::Store;\n",
+            "use crate::control::ControlEndpoint; use store::Store;\n",
         ),
         (
             "app/access.rs",
@@ -412,7 +406,7 @@ fn downward_edges_comments_strings_and_tests_are_allowed() {
             "app/access.rs",
             "#[cfg(test)]\nmod tests {\n    use crate::control::X;\n}\n",
         ),
-        ("control/tests.rs", "use crate::store::Store;\n"),
+        ("control/tests.rs", "use store::Store;\n"),
     ] {
         assert_eq!(one(path, text), Vec::<String>::new(), "{path}: {text}");
     }

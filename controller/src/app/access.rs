@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::addressing::{host_at, host_offsets};
 use super::decisions::DecisionRequest;
 use super::kernel::{Actor, Evaluation, Service, ServiceError, invalid, subject};
-use crate::store::{self, Conn, GrantFilter};
+use store::{self, Conn, GrantFilter};
 
 type Result<T, E = ServiceError> = std::result::Result<T, E>;
 

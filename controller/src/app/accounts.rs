@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use super::kernel::{Actor, Service, ServiceError, invalid, subject};
 use super::lockout::{LOCKOUT, MAX_FAILED_SIGN_INS, UnknownOutcome};
 use crate::secrets;
-use crate::store::{self, LocalCredentials, Tx, WebSession};
 use crate::totp;
+use store::{self, LocalCredentials, Tx, WebSession};
 
 type Result<T, E = ServiceError> = std::result::Result<T, E>;
 

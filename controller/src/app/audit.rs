@@ -1,7 +1,7 @@
 //! Reading the audit log.
 
 use super::kernel::{Actor, Result, Service};
-use crate::store::{self, AuditEvent, AuditFilter};
+use store::{self, AuditEvent, AuditFilter};
 
 impl Service {
     /// Reads the audit log.

@@ -20,7 +20,7 @@ use super::decisions::DecisionRequest;
 use super::kernel::{Actor, Service, ServiceError, invalid, now, subject};
 use crate::bus::ControlEvent;
 use crate::secrets;
-use crate::store::{self, DeviceAuthorization, DeviceSessionRecord, GrantFilter};
+use store::{self, DeviceAuthorization, DeviceSessionRecord, GrantFilter};
 
 type Result<T, E = ServiceError> = std::result::Result<T, E>;
 

@@ -7,7 +7,7 @@ use model::{DeviceId, GatewayId, ResourceId, UserId};
 use serde::Deserialize;
 
 use super::kernel::{Actor, Evaluation, Result, Service, invalid, now, subject};
-use crate::store::{self, Conn};
+use store::{self, Conn};
 
 /// An access question: may this user's device reach this resource from this address now?
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]

@@ -7,7 +7,7 @@ use super::kernel::{
     Actor, DAY, Issued, Result, Service, ServiceError, after, duration, invalid, name, now, subject,
 };
 use crate::secrets;
-use crate::store::{self, Conn, EnrollmentKey, GrantFilter, StoreError};
+use store::{self, Conn, EnrollmentKey, GrantFilter, StoreError};
 
 /// Changes to a device.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use openidconnect::core::CoreProviderMetadata;
 
-use crate::store::IdentityProvider;
+use store::IdentityProvider;
 
 /// How long a provider's discovery document and signing keys are used before they are
 /// fetched again.

@@ -8,7 +8,6 @@ use model::{Gateway, GatewayId, GrantId, Role};
 use proto::GrantSpec;
 
 use super::kernel::{Actor, Service, ServiceError, now, subject};
-use crate::store;
 
 impl Service {
     /// Records that a gateway's control connection is up: its key, endpoint and the time.

@@ -4,7 +4,7 @@ use jiff::Timestamp;
 use model::{Grant, GrantId};
 
 use super::kernel::{Actor, Result, Service, ServiceError, now, subject};
-use crate::store::{self, GrantFilter};
+use store::{self, GrantFilter};
 
 impl Service {
     /// Lists grants; with `live`, only those in force now.

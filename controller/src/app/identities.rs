@@ -6,7 +6,7 @@ use model::{DeviceId, Role, UserId};
 
 use super::kernel::{Actor, Result, Service, ServiceError, invalid, subject};
 use crate::crypto;
-use crate::store::{self, GrantFilter, Identity, IdentityProvider};
+use store::{self, GrantFilter, Identity, IdentityProvider};
 
 use super::sso::{
     IdentityConfigReport, IdentityLink, IdentityProviderInput, checked_provider,

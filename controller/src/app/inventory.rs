@@ -9,7 +9,7 @@ use super::kernel::{
     now, on_duplicate, subject, unused,
 };
 use crate::secrets;
-use crate::store::{self, Conn, GatewayToken, GrantFilter, PolicyRef};
+use store::{self, Conn, GatewayToken, GrantFilter, PolicyRef};
 
 /// A site to create or replace.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]

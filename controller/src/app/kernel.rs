@@ -16,7 +16,7 @@ use super::discovery::{DiscoveryCache, http_client};
 use super::lockout::UnknownSignIns;
 use crate::bus::{Bus, ControlEvent};
 use crate::crypto::SecretKey;
-use crate::store::{self, AuditEvent, Conn, GrantFilter, Store, StoreError};
+use store::{self, AuditEvent, Conn, GrantFilter, Store, StoreError};
 
 /// Who is making a request.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -27,11 +27,6 @@ mod setup;
 mod sso;
 mod views;
 
-/// The records the services answer with, as the store keeps them.
-pub(crate) use crate::store::{
-    ApiToken, AuditEvent, AuditFilter, EnrollmentKey, GatewayToken, GrantFilter, Identity,
-    IdentityProvider,
-};
 pub(crate) use access::check_wireguard_key;
 pub use access::{AccessGrant, AccessOutcome, AccessRequest};
 pub use accounts::{
@@ -62,5 +57,10 @@ pub use setup::{SetupInput, SetupResult, TokenInput};
 pub use sso::{
     IdentityConfigReport, IdentityLink, IdentityProviderInput, LinkIdentityInput,
     OIDC_BROWSER_COOKIE, OIDC_LOGIN_TTL, OidcCallback, OidcStart,
+};
+/// The records the services answer with, as the store keeps them.
+pub(crate) use store::{
+    ApiToken, AuditEvent, AuditFilter, EnrollmentKey, GatewayToken, GrantFilter, Identity,
+    IdentityProvider,
 };
 pub use views::MyAccess;

@@ -7,7 +7,7 @@ use super::kernel::{
     Actor, Result, Service, ServiceError, check_email, invalid, name, now, on_duplicate, subject,
     unused,
 };
-use crate::store::{self, GrantFilter, PolicyRef, StoreError};
+use store::{self, GrantFilter, PolicyRef, StoreError};
 
 /// A user to create.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]

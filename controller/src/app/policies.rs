@@ -11,7 +11,7 @@ use super::kernel::{
     Actor, DAY, Result, Service, ServiceError, addresses, duration, invalid, name, now,
     on_duplicate, subject,
 };
-use crate::store::{self, Conn, GrantFilter};
+use store::{self, Conn, GrantFilter};
 
 /// A policy's conditions as written in a request.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]

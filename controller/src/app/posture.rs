@@ -6,7 +6,7 @@ use serde::Deserialize;
 use super::kernel::{
     Actor, Result, Service, ServiceError, invalid, name, now, on_duplicate, subject, unused,
 };
-use crate::store::{self, GrantFilter};
+use store::{self, GrantFilter};
 
 /// A posture profile to create or replace.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]

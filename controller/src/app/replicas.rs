@@ -24,14 +24,14 @@ impl ReplicaListener {
             .0
             .try_recv()
             .await
-            .map_err(crate::store::StoreError::from)?
+            .map_err(store::StoreError::from)?
             .map(|n| n.payload().to_owned()))
     }
 }
 
 /// Sends notifications.
 #[derive(Debug, Clone)]
-pub struct ReplicaNotifier(crate::store::Store);
+pub struct ReplicaNotifier(store::Store);
 
 impl ReplicaNotifier {
     /// Notifies every listener of `channel`.
@@ -49,7 +49,7 @@ impl Service {
         listener
             .listen(channel)
             .await
-            .map_err(crate::store::StoreError::from)?;
+            .map_err(store::StoreError::from)?;
         Ok(Some(ReplicaChannel {
             listener: ReplicaListener(listener),
             notifier: ReplicaNotifier(self.store.clone()),

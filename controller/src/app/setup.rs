@@ -7,7 +7,7 @@ use super::kernel::{
     Actor, Issued, Result, Service, ServiceError, check_email, invalid, name, now, subject,
 };
 use crate::secrets;
-use crate::store::{self, ApiToken, Conn};
+use store::{self, ApiToken, Conn};
 
 /// An API token to create.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]

@@ -21,7 +21,7 @@ use super::accounts::{Me, NewSession, SESSION_LIFETIME, SignedIn};
 use super::kernel::{Actor, Service, ServiceError, invalid, subject};
 use crate::crypto;
 use crate::secrets;
-use crate::store::{self, Identity, IdentityProvider, OidcIdentity, PendingLogin, WebSession};
+use store::{self, Identity, IdentityProvider, OidcIdentity, PendingLogin, WebSession};
 
 type Result<T, E = ServiceError> = std::result::Result<T, E>;
 

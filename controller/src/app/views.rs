@@ -9,7 +9,7 @@ use model::{
 };
 
 use super::kernel::{Actor, Result, Service, now};
-use crate::store::{self, Conn, GrantFilter};
+use store::{self, Conn, GrantFilter};
 
 /// What the "My access" page shows a signed-in user about themselves.
 #[derive(Debug, Clone, Default)]

@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 use super::tests::{Harness, TestGateway, harness_on};
 use crate::app::*;
 use crate::bus::ControlEvent;
-use crate::store::Store;
-use crate::store::contract::{PgDb, postgres};
+use store::Store;
+use store::testing::{PgDb, postgres};
 
 /// Replica `a` (which created the objects) and replica `b`, or `None` without PostgreSQL.
 async fn two_replicas() -> Option<(Harness, Harness, PgDb)> {

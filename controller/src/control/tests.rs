@@ -18,8 +18,8 @@ use serde_json::{Value, json};
 
 use super::CONTROL_ALPN;
 use crate::app::*;
-use crate::store::Store;
 use crate::{AppState, ControlEndpoint, router};
+use store::Store;
 
 pub(super) fn key() -> String {
     let mut b = [0u8; 32];

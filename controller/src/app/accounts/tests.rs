@@ -5,7 +5,7 @@ use model::{Role, UserId};
 
 use super::*;
 use crate::app::{UserInput, UserPatch};
-use crate::store::{AuditFilter, Store};
+use store::{AuditFilter, Store};
 
 const PASSWORD: &str = "correct horse battery";
 const EMAIL: &str = "ada@example.com";

@@ -11,7 +11,7 @@ use super::session::{ANON_CSRF_COOKIE, csrf_token};
 use crate::app::{Actor, Service, SiteInput, UserInput};
 use crate::app::{LoginInput, PasswordInput, SESSION_COOKIE};
 use crate::http::{AppState, router};
-use crate::store::Store;
+use store::Store;
 
 const PASSWORD: &str = "correct horse battery";
 const HOST: &str = "controller.test:8443";

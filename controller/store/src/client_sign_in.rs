@@ -1,32 +1,32 @@
-//! Client sign-in: device authorizations in flight, device sessions, and the sequence
-//! number of each device's posture reports.
+//! Client sign-in: device authorizations in flight, and device sessions.
 
 use jiff::Timestamp;
 use model::{DeviceId, UserId};
 use sqlx::FromRow;
 
-use super::{Conn, StoreError, id, ms, opt_ms, ts};
+use crate::codec::{id, ms, opt_ms, ts};
+use crate::{Conn, StoreError};
 
 // ---------------------------------------------------------------- device authorizations
 
 /// One client sign-in in flight. The device code is kept only as a hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct DeviceAuthorization {
-    pub(crate) id: uuid::Uuid,
-    pub(crate) user_code: String,
-    pub(crate) public_key: String,
-    pub(crate) name: String,
-    pub(crate) source: Option<String>,
-    pub(crate) created_at: Timestamp,
-    pub(crate) expires_at: Timestamp,
-    pub(crate) last_poll_at: Option<Timestamp>,
-    pub(crate) user_id: Option<UserId>,
-    pub(crate) decided_at: Option<Timestamp>,
+pub struct DeviceAuthorization {
+    pub id: uuid::Uuid,
+    pub user_code: String,
+    pub public_key: String,
+    pub name: String,
+    pub source: Option<String>,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub last_poll_at: Option<Timestamp>,
+    pub user_id: Option<UserId>,
+    pub decided_at: Option<Timestamp>,
     /// `Some(true)` approved, `Some(false)` denied, `None` waiting.
-    pub(crate) approved: Option<bool>,
-    pub(crate) mfa_at: Option<Timestamp>,
-    pub(crate) provider: Option<String>,
-    pub(crate) consumed_at: Option<Timestamp>,
+    pub approved: Option<bool>,
+    pub mfa_at: Option<Timestamp>,
+    pub provider: Option<String>,
+    pub consumed_at: Option<Timestamp>,
 }
 
 #[derive(FromRow)]
@@ -72,7 +72,7 @@ impl AuthorizationRow {
     }
 }
 
-pub(crate) async fn insert_device_authorization(
+pub async fn insert_device_authorization(
     c: &mut Conn,
     a: &DeviceAuthorization,
     device_code_hash: &str,
@@ -94,7 +94,7 @@ pub(crate) async fn insert_device_authorization(
     Ok(())
 }
 
-pub(crate) async fn device_authorization_by_code(
+pub async fn device_authorization_by_code(
     c: &mut Conn,
     device_code_hash: &str,
 ) -> Result<Option<DeviceAuthorization>, StoreError> {
@@ -108,7 +108,7 @@ pub(crate) async fn device_authorization_by_code(
     .transpose()
 }
 
-pub(crate) async fn device_authorization_by_user_code(
+pub async fn device_authorization_by_user_code(
     c: &mut Conn,
     user_code: &str,
 ) -> Result<Option<DeviceAuthorization>, StoreError> {
@@ -122,7 +122,7 @@ pub(crate) async fn device_authorization_by_user_code(
     .transpose()
 }
 
-pub(crate) async fn touch_device_authorization(
+pub async fn touch_device_authorization(
     c: &mut Conn,
     id: uuid::Uuid,
     at: Timestamp,
@@ -136,7 +136,7 @@ pub(crate) async fn touch_device_authorization(
 }
 
 /// Records the person's answer; only a waiting, unexpired authorization can be decided.
-pub(crate) async fn decide_device_authorization(
+pub async fn decide_device_authorization(
     c: &mut Conn,
     a: &DeviceAuthorization,
 ) -> Result<bool, StoreError> {
@@ -147,7 +147,7 @@ pub(crate) async fn decide_device_authorization(
     .bind(a.id.to_string())
     .bind(a.user_id.map(|u| u.to_string()))
     .bind(opt_ms(a.decided_at))
-    .bind(a.approved.map(super::flag))
+    .bind(a.approved.map(crate::codec::flag))
     .bind(opt_ms(a.mfa_at))
     .bind(a.provider.as_deref())
     .execute(c)
@@ -156,7 +156,7 @@ pub(crate) async fn decide_device_authorization(
 }
 
 /// Marks an approved authorization used; true only for the first caller.
-pub(crate) async fn consume_device_authorization(
+pub async fn consume_device_authorization(
     c: &mut Conn,
     id: uuid::Uuid,
     at: Timestamp,
@@ -172,10 +172,7 @@ pub(crate) async fn consume_device_authorization(
 }
 
 /// Forgets authorizations that expired a day ago.
-pub(crate) async fn purge_device_authorizations(
-    c: &mut Conn,
-    now: Timestamp,
-) -> Result<u64, StoreError> {
+pub async fn purge_device_authorizations(c: &mut Conn, now: Timestamp) -> Result<u64, StoreError> {
     let done = sqlx::query("DELETE FROM device_authorizations WHERE expires_at < $1")
         .bind(ms(now) - 86_400_000)
         .execute(c)
@@ -187,17 +184,17 @@ pub(crate) async fn purge_device_authorizations(
 
 /// A device session; its secret is kept only as a hash and is not part of this record.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct DeviceSessionRecord {
-    pub(crate) id: uuid::Uuid,
-    pub(crate) device_id: DeviceId,
-    pub(crate) user_id: UserId,
-    pub(crate) created_at: Timestamp,
-    pub(crate) renewed_at: Timestamp,
-    pub(crate) expires_at: Timestamp,
-    pub(crate) absolute_expires_at: Timestamp,
-    pub(crate) mfa_at: Option<Timestamp>,
-    pub(crate) provider: String,
-    pub(crate) ended_at: Option<Timestamp>,
+pub struct DeviceSessionRecord {
+    pub id: uuid::Uuid,
+    pub device_id: DeviceId,
+    pub user_id: UserId,
+    pub created_at: Timestamp,
+    pub renewed_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub absolute_expires_at: Timestamp,
+    pub mfa_at: Option<Timestamp>,
+    pub provider: String,
+    pub ended_at: Option<Timestamp>,
 }
 
 #[derive(FromRow)]
@@ -235,7 +232,7 @@ impl SessionRow {
     }
 }
 
-pub(crate) async fn insert_device_session(
+pub async fn insert_device_session(
     c: &mut Conn,
     s: &DeviceSessionRecord,
     token_hash: &str,
@@ -260,7 +257,7 @@ pub(crate) async fn insert_device_session(
     Ok(())
 }
 
-pub(crate) async fn device_session_by_token(
+pub async fn device_session_by_token(
     c: &mut Conn,
     token_hash: &str,
 ) -> Result<Option<DeviceSessionRecord>, StoreError> {
@@ -275,7 +272,7 @@ pub(crate) async fn device_session_by_token(
 }
 
 /// Replaces a live session's secret and moves its expiry; false when it has ended.
-pub(crate) async fn renew_device_session(
+pub async fn renew_device_session(
     c: &mut Conn,
     id: uuid::Uuid,
     token_hash: &str,
@@ -297,7 +294,7 @@ pub(crate) async fn renew_device_session(
 
 /// Ends the live sessions of a device or of a user (at least one must be given); returns
 /// how many ended.
-pub(crate) async fn end_device_sessions(
+pub async fn end_device_sessions(
     c: &mut Conn,
     device: Option<DeviceId>,
     user: Option<UserId>,
@@ -322,7 +319,7 @@ pub(crate) async fn end_device_sessions(
 
 /// Ends the live device sessions signed in to through `provider` (only `user`'s, when
 /// given); returns each (device, user) once.
-pub(crate) async fn end_provider_device_sessions(
+pub async fn end_provider_device_sessions(
     c: &mut Conn,
     user: Option<UserId>,
     provider: &str,
@@ -356,7 +353,7 @@ pub(crate) async fn end_provider_device_sessions(
 }
 
 /// A device session by its id.
-pub(crate) async fn device_session_by_id(
+pub async fn device_session_by_id(
     c: &mut Conn,
     id: uuid::Uuid,
 ) -> Result<Option<DeviceSessionRecord>, StoreError> {
@@ -368,38 +365,4 @@ pub(crate) async fn device_session_by_id(
     .await?
     .map(SessionRow::into_model)
     .transpose()
-}
-
-/// Why a grant was revoked, when it was.
-pub(crate) async fn grant_revoke_reason(
-    c: &mut Conn,
-    grant: model::GrantId,
-) -> Result<Option<String>, StoreError> {
-    let reason: Option<Option<String>> =
-        sqlx::query_scalar("SELECT revoke_reason FROM grants WHERE id = $1")
-            .bind(grant.to_string())
-            .fetch_optional(c)
-            .await?;
-    Ok(reason.flatten())
-}
-
-// ---------------------------------------------------------------- posture sequence
-
-/// Accepts a posture report's sequence number only if it is greater than the last one
-/// accepted for the device; false means a replay.
-pub(crate) async fn advance_posture_seq(
-    c: &mut Conn,
-    device: DeviceId,
-    seq: u64,
-) -> Result<bool, StoreError> {
-    let seq = i64::try_from(seq).unwrap_or(i64::MAX);
-    let done = sqlx::query(
-        "UPDATE devices SET posture_seq = $2 WHERE id = $1 \
-         AND (posture_seq IS NULL OR posture_seq < $2)",
-    )
-    .bind(device.to_string())
-    .bind(seq)
-    .execute(c)
-    .await?;
-    Ok(done.rows_affected() == 1)
 }

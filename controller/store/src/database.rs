@@ -1,26 +1,11 @@
-//! Storage: one contract over SQLite (the embedded default) and PostgreSQL, through sqlx's
-//! `Any` driver. SQL here is portable: `$N` placeholders, TEXT ids, BIGINT milliseconds,
-//! BIGINT flags, JSON in TEXT.
-
-mod device;
-mod local;
-mod oidc;
-mod rows;
+//! The database: connecting to SQLite or PostgreSQL, migrating it, transactions and pooled
+//! connections, PostgreSQL notifications, and the store's errors.
 
 use std::path::Path;
 use std::str::FromStr;
 
-use jiff::Timestamp;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyConnection, AnyPool, ConnectOptions};
-
-pub(crate) use device::*;
-pub use local::WebSession;
-pub(crate) use local::*;
-pub(crate) use oidc::*;
-pub use oidc::{Identity, IdentityProvider};
-pub(crate) use rows::*;
-pub use rows::{ApiToken, AuditEvent, AuditFilter, EnrollmentKey, GatewayToken, GrantFilter};
 
 /// Which database a store runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +56,7 @@ impl From<sqlx::Error> for StoreError {
 }
 
 /// A transaction on the store.
-pub(crate) type Tx = sqlx::Transaction<'static, sqlx::Any>;
+pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
 
 /// The controller's database.
 #[derive(Clone, Debug)]
@@ -163,7 +148,7 @@ impl Store {
 
     /// A plain pool without migrations, for administering a server (tests create and drop
     /// databases with it).
-    #[cfg(test)]
+    #[cfg(any(test, feature = "testing"))]
     pub(crate) async fn raw_pool(url: &str) -> Result<AnyPool, StoreError> {
         sqlx::any::install_default_drivers();
         Ok(AnyPoolOptions::new()
@@ -173,7 +158,7 @@ impl Store {
     }
 
     /// A connection listening for PostgreSQL notifications; `None` on SQLite.
-    pub(crate) async fn listener(&self) -> Result<Option<sqlx::postgres::PgListener>, StoreError> {
+    pub async fn listener(&self) -> Result<Option<sqlx::postgres::PgListener>, StoreError> {
         match self.backend {
             Backend::Sqlite => Ok(None),
             Backend::Postgres => Ok(Some(sqlx::postgres::PgListener::connect(&self.url).await?)),
@@ -181,7 +166,7 @@ impl Store {
     }
 
     /// Sends a PostgreSQL notification on `channel` (nothing on SQLite).
-    pub(crate) async fn notify(&self, channel: &str, payload: &str) -> Result<(), StoreError> {
+    pub async fn notify(&self, channel: &str, payload: &str) -> Result<(), StoreError> {
         if self.backend == Backend::Postgres {
             sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(channel.to_owned())
@@ -199,37 +184,4 @@ impl Store {
 }
 
 /// A connection a store function runs on: a transaction or a pooled connection.
-pub(crate) type Conn = AnyConnection;
-
-pub(crate) fn ms(t: Timestamp) -> i64 {
-    t.as_millisecond()
-}
-
-pub(crate) fn opt_ms(t: Option<Timestamp>) -> Option<i64> {
-    t.map(ms)
-}
-
-/// A stored millisecond time.
-pub(crate) fn ts(v: i64) -> Timestamp {
-    Timestamp::from_millisecond(v).unwrap_or(Timestamp::UNIX_EPOCH)
-}
-
-/// A stored optional millisecond time.
-pub(crate) fn opt_ts(v: Option<i64>) -> Option<Timestamp> {
-    v.map(ts)
-}
-
-/// A stored id, or a clear error naming the table.
-pub(crate) fn id<T: std::str::FromStr>(table: &'static str, s: &str) -> Result<T, StoreError> {
-    s.parse().map_err(|_| StoreError::Corrupt {
-        table,
-        message: format!("bad id `{s}`"),
-    })
-}
-
-pub(crate) fn flag(b: bool) -> i64 {
-    i64::from(b)
-}
-
-#[cfg(test)]
-pub(crate) mod contract;
+pub type Conn = AnyConnection;

@@ -6,7 +6,8 @@ use model::{GroupId, UserId};
 use serde::{Deserialize, Serialize};
 use sqlx::FromRow;
 
-use super::{Conn, StoreError, ms, ts};
+use crate::codec::{ms, ts};
+use crate::{Conn, StoreError};
 
 fn parse<T: std::str::FromStr>(table: &'static str, s: &str) -> Result<T, StoreError> {
     s.parse().map_err(|_| StoreError::Corrupt {
@@ -74,7 +75,7 @@ impl ProviderRow {
 const PROVIDER_COLUMNS: &str =
     "id, name, issuer, client_id, client_secret, groups_claim, scopes, created_at, config_managed";
 
-pub(crate) async fn insert_provider(
+pub async fn insert_provider(
     c: &mut Conn,
     p: &IdentityProvider,
     client_secret: &str,
@@ -90,14 +91,14 @@ pub(crate) async fn insert_provider(
     .bind(&p.groups_claim)
     .bind(p.scopes.join(" "))
     .bind(ms(p.created_at))
-    .bind(super::flag(p.config_managed))
+    .bind(crate::codec::flag(p.config_managed))
     .execute(c)
     .await?;
     Ok(())
 }
 
 /// Changes a provider (all but its id, name and creation time); false when it does not exist.
-pub(crate) async fn update_provider(
+pub async fn update_provider(
     c: &mut Conn,
     p: &IdentityProvider,
     client_secret: &str,
@@ -112,16 +113,14 @@ pub(crate) async fn update_provider(
     .bind(client_secret)
     .bind(&p.groups_claim)
     .bind(p.scopes.join(" "))
-    .bind(super::flag(p.config_managed))
+    .bind(crate::codec::flag(p.config_managed))
     .execute(c)
     .await?;
     Ok(done.rows_affected() > 0)
 }
 
 /// Every provider's stored client secret (sealed or legacy plaintext), by provider id.
-pub(crate) async fn provider_secrets(
-    c: &mut Conn,
-) -> Result<Vec<(uuid::Uuid, String)>, StoreError> {
+pub async fn provider_secrets(c: &mut Conn) -> Result<Vec<(uuid::Uuid, String)>, StoreError> {
     let rows: Vec<(String, String)> =
         sqlx::query_as("SELECT id, client_secret FROM identity_providers ORDER BY id")
             .fetch_all(c)
@@ -132,7 +131,7 @@ pub(crate) async fn provider_secrets(
 }
 
 /// Replaces a provider's stored client secret if it is still `old`; true when it was.
-pub(crate) async fn reseal_provider_secret(
+pub async fn reseal_provider_secret(
     c: &mut Conn,
     id: uuid::Uuid,
     old: &str,
@@ -149,7 +148,7 @@ pub(crate) async fn reseal_provider_secret(
     Ok(done.rows_affected() > 0)
 }
 
-pub(crate) async fn list_providers(c: &mut Conn) -> Result<Vec<IdentityProvider>, StoreError> {
+pub async fn list_providers(c: &mut Conn) -> Result<Vec<IdentityProvider>, StoreError> {
     sqlx::query_as::<_, ProviderRow>(&format!(
         "SELECT {PROVIDER_COLUMNS} FROM identity_providers ORDER BY name"
     ))
@@ -161,7 +160,7 @@ pub(crate) async fn list_providers(c: &mut Conn) -> Result<Vec<IdentityProvider>
 }
 
 /// A provider by name, with its client secret.
-pub(crate) async fn provider_by_name(
+pub async fn provider_by_name(
     c: &mut Conn,
     name: &str,
 ) -> Result<Option<(IdentityProvider, String)>, StoreError> {
@@ -175,7 +174,7 @@ pub(crate) async fn provider_by_name(
     .transpose()
 }
 
-pub(crate) async fn get_provider(
+pub async fn get_provider(
     c: &mut Conn,
     id: uuid::Uuid,
 ) -> Result<Option<IdentityProvider>, StoreError> {
@@ -189,7 +188,7 @@ pub(crate) async fn get_provider(
     .transpose()
 }
 
-pub(crate) async fn delete_provider(c: &mut Conn, id: uuid::Uuid) -> Result<bool, StoreError> {
+pub async fn delete_provider(c: &mut Conn, id: uuid::Uuid) -> Result<bool, StoreError> {
     sqlx::query("DELETE FROM oidc_logins WHERE provider_id = $1")
         .bind(id.to_string())
         .execute(&mut *c)
@@ -205,12 +204,12 @@ pub(crate) async fn delete_provider(c: &mut Conn, id: uuid::Uuid) -> Result<bool
 
 /// A sign-in between the redirect to the provider and its callback. Holds secrets.
 #[derive(Clone, PartialEq, Eq)]
-pub(crate) struct PendingLogin {
-    pub(crate) provider_id: uuid::Uuid,
-    pub(crate) browser_hash: String,
-    pub(crate) nonce: String,
-    pub(crate) pkce_verifier: String,
-    pub(crate) expires_at: Timestamp,
+pub struct PendingLogin {
+    pub provider_id: uuid::Uuid,
+    pub browser_hash: String,
+    pub nonce: String,
+    pub pkce_verifier: String,
+    pub expires_at: Timestamp,
 }
 
 impl std::fmt::Debug for PendingLogin {
@@ -222,7 +221,7 @@ impl std::fmt::Debug for PendingLogin {
     }
 }
 
-pub(crate) async fn insert_pending_login(
+pub async fn insert_pending_login(
     c: &mut Conn,
     state_hash: &str,
     p: &PendingLogin,
@@ -258,7 +257,7 @@ struct PendingRow {
 }
 
 /// Takes (reads and deletes) the sign-in with this state: a state works once.
-pub(crate) async fn take_pending_login(
+pub async fn take_pending_login(
     c: &mut Conn,
     state_hash: &str,
 ) -> Result<Option<PendingLogin>, StoreError> {
@@ -291,7 +290,7 @@ pub(crate) async fn take_pending_login(
 // ---------------------------------------------------------------- identities and groups
 
 /// The user an (issuer, subject) identity belongs to.
-pub(crate) async fn identity_user(
+pub async fn identity_user(
     c: &mut Conn,
     issuer: &str,
     subject: &str,
@@ -308,15 +307,15 @@ pub(crate) async fn identity_user(
 
 /// One identity at an OpenID provider.
 #[derive(Debug, Clone)]
-pub(crate) struct OidcIdentity<'a> {
-    pub(crate) issuer: &'a str,
-    pub(crate) subject: &'a str,
-    pub(crate) provider_id: uuid::Uuid,
-    pub(crate) user_id: UserId,
-    pub(crate) email: Option<&'a str>,
+pub struct OidcIdentity<'a> {
+    pub issuer: &'a str,
+    pub subject: &'a str,
+    pub provider_id: uuid::Uuid,
+    pub user_id: UserId,
+    pub email: Option<&'a str>,
 }
 
-pub(crate) async fn insert_identity(
+pub async fn insert_identity(
     c: &mut Conn,
     i: &OidcIdentity<'_>,
     now: Timestamp,
@@ -337,7 +336,7 @@ pub(crate) async fn insert_identity(
     Ok(())
 }
 
-pub(crate) async fn touch_identity(
+pub async fn touch_identity(
     c: &mut Conn,
     issuer: &str,
     subject: &str,
@@ -417,10 +416,7 @@ const IDENTITY_SELECT: &str = "SELECT i.id, i.user_id, i.provider_id, p.name AS 
      LEFT JOIN identity_providers p ON p.id = i.provider_id";
 
 /// A user's identities, oldest first.
-pub(crate) async fn list_identities(
-    c: &mut Conn,
-    user: UserId,
-) -> Result<Vec<Identity>, StoreError> {
+pub async fn list_identities(c: &mut Conn, user: UserId) -> Result<Vec<Identity>, StoreError> {
     sqlx::query_as::<_, IdentityRow>(&format!(
         "{IDENTITY_SELECT} WHERE i.user_id = $1 ORDER BY i.created_at, i.id"
     ))
@@ -433,10 +429,7 @@ pub(crate) async fn list_identities(
 }
 
 /// One identity by its id.
-pub(crate) async fn get_identity(
-    c: &mut Conn,
-    id: uuid::Uuid,
-) -> Result<Option<Identity>, StoreError> {
+pub async fn get_identity(c: &mut Conn, id: uuid::Uuid) -> Result<Option<Identity>, StoreError> {
     sqlx::query_as::<_, IdentityRow>(&format!("{IDENTITY_SELECT} WHERE i.id = $1"))
         .bind(id.to_string())
         .fetch_optional(c)
@@ -446,11 +439,7 @@ pub(crate) async fn get_identity(
 }
 
 /// Makes an identity sign in as `user`; false when it does not exist.
-pub(crate) async fn move_identity(
-    c: &mut Conn,
-    id: uuid::Uuid,
-    user: UserId,
-) -> Result<bool, StoreError> {
+pub async fn move_identity(c: &mut Conn, id: uuid::Uuid, user: UserId) -> Result<bool, StoreError> {
     let done = sqlx::query("UPDATE oidc_identities SET user_id = $2 WHERE id = $1")
         .bind(id.to_string())
         .bind(user.to_string())
@@ -460,7 +449,7 @@ pub(crate) async fn move_identity(
 }
 
 /// Forgets an identity: its next sign-in makes a new user. False when it did not exist.
-pub(crate) async fn delete_identity(c: &mut Conn, id: uuid::Uuid) -> Result<bool, StoreError> {
+pub async fn delete_identity(c: &mut Conn, id: uuid::Uuid) -> Result<bool, StoreError> {
     let done = sqlx::query("DELETE FROM oidc_identities WHERE id = $1")
         .bind(id.to_string())
         .execute(c)
@@ -469,7 +458,7 @@ pub(crate) async fn delete_identity(c: &mut Conn, id: uuid::Uuid) -> Result<bool
 }
 
 /// The groups whose membership of `user` came from `provider`'s group claim.
-pub(crate) async fn provider_groups(
+pub async fn provider_groups(
     c: &mut Conn,
     provider: uuid::Uuid,
     user: UserId,
@@ -487,7 +476,7 @@ pub(crate) async fn provider_groups(
         .collect()
 }
 
-pub(crate) async fn add_provider_group(
+pub async fn add_provider_group(
     c: &mut Conn,
     provider: uuid::Uuid,
     user: UserId,
@@ -504,7 +493,7 @@ pub(crate) async fn add_provider_group(
     Ok(())
 }
 
-pub(crate) async fn remove_provider_group(
+pub async fn remove_provider_group(
     c: &mut Conn,
     provider: uuid::Uuid,
     user: UserId,
@@ -523,10 +512,7 @@ pub(crate) async fn remove_provider_group(
 }
 
 /// A group by its name.
-pub(crate) async fn group_id_by_name(
-    c: &mut Conn,
-    name: &str,
-) -> Result<Option<GroupId>, StoreError> {
+pub async fn group_id_by_name(c: &mut Conn, name: &str) -> Result<Option<GroupId>, StoreError> {
     let id: Option<String> = sqlx::query_scalar("SELECT id FROM user_groups WHERE name = $1")
         .bind(name)
         .fetch_optional(c)

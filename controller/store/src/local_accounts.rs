@@ -6,7 +6,8 @@ use model::UserId;
 use serde::{Deserialize, Serialize};
 use sqlx::FromRow;
 
-use super::{Conn, StoreError, ms, opt_ms, opt_ts, ts};
+use crate::codec::{ms, opt_ms, opt_ts, ts};
+use crate::{Conn, StoreError};
 
 fn user_id(table: &'static str, s: &str) -> Result<UserId, StoreError> {
     s.parse().map_err(|_| StoreError::Corrupt {
@@ -19,17 +20,17 @@ fn user_id(table: &'static str, s: &str) -> Result<UserId, StoreError> {
 
 /// A user's local credentials. Holds secrets: never logged, audited or returned by the API.
 #[derive(Clone, PartialEq, Eq)]
-pub(crate) struct LocalCredentials {
-    pub(crate) user_id: UserId,
+pub struct LocalCredentials {
+    pub user_id: UserId,
     /// argon2id PHC string.
-    pub(crate) password_hash: Option<String>,
+    pub password_hash: Option<String>,
     /// base32 TOTP secret (pending until confirmed).
-    pub(crate) totp_secret: Option<String>,
-    pub(crate) totp_confirmed: bool,
+    pub totp_secret: Option<String>,
+    pub totp_confirmed: bool,
     /// The last accepted TOTP time step; a code from this step or earlier is a replay.
-    pub(crate) totp_last_step: Option<i64>,
-    pub(crate) failed_attempts: i64,
-    pub(crate) locked_until: Option<Timestamp>,
+    pub totp_last_step: Option<i64>,
+    pub failed_attempts: i64,
+    pub locked_until: Option<Timestamp>,
 }
 
 impl std::fmt::Debug for LocalCredentials {
@@ -55,7 +56,7 @@ struct CredentialsRow {
     locked_until: Option<i64>,
 }
 
-pub(crate) async fn get_credentials(
+pub async fn get_credentials(
     c: &mut Conn,
     user: UserId,
 ) -> Result<Option<LocalCredentials>, StoreError> {
@@ -81,7 +82,7 @@ pub(crate) async fn get_credentials(
 }
 
 /// Sets the password hash, clearing failed attempts and any lockout.
-pub(crate) async fn set_password_hash(
+pub async fn set_password_hash(
     c: &mut Conn,
     user: UserId,
     hash: &str,
@@ -101,7 +102,7 @@ pub(crate) async fn set_password_hash(
 }
 
 /// Starts (or restarts) TOTP enrollment with a new, unconfirmed secret.
-pub(crate) async fn set_pending_totp(
+pub async fn set_pending_totp(
     c: &mut Conn,
     user: UserId,
     secret: &str,
@@ -121,9 +122,7 @@ pub(crate) async fn set_pending_totp(
 }
 
 /// The TOTP secrets still stored in plain text (written before secrets were sealed), by user.
-pub(crate) async fn plaintext_totp_secrets(
-    c: &mut Conn,
-) -> Result<Vec<(UserId, String)>, StoreError> {
+pub async fn plaintext_totp_secrets(c: &mut Conn) -> Result<Vec<(UserId, String)>, StoreError> {
     let rows: Vec<(String, String)> = sqlx::query_as(
         "SELECT user_id, totp_secret FROM local_credentials WHERE totp_secret IS NOT NULL \
          AND totp_secret NOT LIKE 'enc:%' ORDER BY user_id",
@@ -137,7 +136,7 @@ pub(crate) async fn plaintext_totp_secrets(
 
 /// Replaces a stored TOTP secret by another form of the same secret (sealing a plaintext
 /// one), if it is still `old`; true when it was replaced. The enrollment state is kept.
-pub(crate) async fn reseal_totp_secret(
+pub async fn reseal_totp_secret(
     c: &mut Conn,
     user: UserId,
     old: &str,
@@ -155,7 +154,7 @@ pub(crate) async fn reseal_totp_secret(
 }
 
 /// Confirms a pending TOTP secret, recording the step of the code that confirmed it.
-pub(crate) async fn confirm_totp(
+pub async fn confirm_totp(
     c: &mut Conn,
     user: UserId,
     step: i64,
@@ -174,11 +173,7 @@ pub(crate) async fn confirm_totp(
 }
 
 /// Removes TOTP and every recovery code.
-pub(crate) async fn clear_totp(
-    c: &mut Conn,
-    user: UserId,
-    now: Timestamp,
-) -> Result<(), StoreError> {
+pub async fn clear_totp(c: &mut Conn, user: UserId, now: Timestamp) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE local_credentials SET totp_secret = NULL, totp_confirmed = 0, \
          totp_last_step = NULL, updated_at = $2 WHERE user_id = $1",
@@ -196,11 +191,7 @@ pub(crate) async fn clear_totp(
 
 /// Accepts a TOTP time step only when it is later than the last accepted one (atomic: two
 /// concurrent uses of one code cannot both pass).
-pub(crate) async fn accept_totp_step(
-    c: &mut Conn,
-    user: UserId,
-    step: i64,
-) -> Result<bool, StoreError> {
+pub async fn accept_totp_step(c: &mut Conn, user: UserId, step: i64) -> Result<bool, StoreError> {
     let done = sqlx::query(
         "UPDATE local_credentials SET totp_last_step = $2 WHERE user_id = $1 \
          AND totp_confirmed = 1 AND (totp_last_step IS NULL OR totp_last_step < $2)",
@@ -213,7 +204,7 @@ pub(crate) async fn accept_totp_step(
 }
 
 /// Counts one more failed sign-in; returns the count.
-pub(crate) async fn add_failed_attempt(c: &mut Conn, user: UserId) -> Result<i64, StoreError> {
+pub async fn add_failed_attempt(c: &mut Conn, user: UserId) -> Result<i64, StoreError> {
     sqlx::query(
         "UPDATE local_credentials SET failed_attempts = failed_attempts + 1 WHERE user_id = $1",
     )
@@ -230,11 +221,7 @@ pub(crate) async fn add_failed_attempt(c: &mut Conn, user: UserId) -> Result<i64
 }
 
 /// Locks the account until `until` and starts counting failures afresh.
-pub(crate) async fn lock_account(
-    c: &mut Conn,
-    user: UserId,
-    until: Timestamp,
-) -> Result<(), StoreError> {
+pub async fn lock_account(c: &mut Conn, user: UserId, until: Timestamp) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE local_credentials SET locked_until = $2, failed_attempts = 0 WHERE user_id = $1",
     )
@@ -246,7 +233,7 @@ pub(crate) async fn lock_account(
 }
 
 /// Clears failed attempts and lockout after a successful sign-in.
-pub(crate) async fn clear_failures(c: &mut Conn, user: UserId) -> Result<(), StoreError> {
+pub async fn clear_failures(c: &mut Conn, user: UserId) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE local_credentials SET failed_attempts = 0, locked_until = NULL WHERE user_id = $1",
     )
@@ -259,7 +246,7 @@ pub(crate) async fn clear_failures(c: &mut Conn, user: UserId) -> Result<(), Sto
 // ---------------------------------------------------------------- recovery codes
 
 /// Replaces a user's recovery codes with these hashes.
-pub(crate) async fn replace_recovery_codes(
+pub async fn replace_recovery_codes(
     c: &mut Conn,
     user: UserId,
     hashes: &[String],
@@ -284,7 +271,7 @@ pub(crate) async fn replace_recovery_codes(
 }
 
 /// Marks an unused recovery code used; false when it is unknown or was used.
-pub(crate) async fn use_recovery_code(
+pub async fn use_recovery_code(
     c: &mut Conn,
     user: UserId,
     hash: &str,
@@ -303,7 +290,7 @@ pub(crate) async fn use_recovery_code(
 }
 
 /// How many unused recovery codes a user has.
-pub(crate) async fn unused_recovery_codes(c: &mut Conn, user: UserId) -> Result<i64, StoreError> {
+pub async fn unused_recovery_codes(c: &mut Conn, user: UserId) -> Result<i64, StoreError> {
     Ok(sqlx::query_scalar(
         "SELECT COUNT(*) FROM recovery_codes WHERE user_id = $1 AND used_at IS NULL",
     )
@@ -315,7 +302,7 @@ pub(crate) async fn unused_recovery_codes(c: &mut Conn, user: UserId) -> Result<
 // ---------------------------------------------------------------- last sign-in
 
 /// Records a sign-in: its identity provider and, when MFA was part of it, its time.
-pub(crate) async fn record_sign_in(
+pub async fn record_sign_in(
     c: &mut Conn,
     user: UserId,
     provider: &str,
@@ -333,11 +320,7 @@ pub(crate) async fn record_sign_in(
 }
 
 /// Records an MFA outside sign-in (TOTP confirmation).
-pub(crate) async fn record_mfa(
-    c: &mut Conn,
-    user: UserId,
-    at: Timestamp,
-) -> Result<(), StoreError> {
+pub async fn record_mfa(c: &mut Conn, user: UserId, at: Timestamp) -> Result<(), StoreError> {
     sqlx::query("UPDATE users SET last_mfa_at = $2 WHERE id = $1")
         .bind(user.to_string())
         .bind(ms(at))
@@ -347,7 +330,7 @@ pub(crate) async fn record_mfa(
 }
 
 /// A user's last sign-in: the identity provider and the time of the last MFA.
-pub(crate) async fn last_sign_in(
+pub async fn last_sign_in(
     c: &mut Conn,
     user: UserId,
 ) -> Result<(Option<String>, Option<Timestamp>), StoreError> {
@@ -424,7 +407,7 @@ impl WebSessionRow {
     }
 }
 
-pub(crate) async fn insert_web_session(
+pub async fn insert_web_session(
     c: &mut Conn,
     s: &WebSession,
     token_hash: &str,
@@ -447,7 +430,7 @@ pub(crate) async fn insert_web_session(
     Ok(())
 }
 
-pub(crate) async fn web_session_by_token(
+pub async fn web_session_by_token(
     c: &mut Conn,
     token_hash: &str,
 ) -> Result<Option<WebSession>, StoreError> {
@@ -461,11 +444,9 @@ pub(crate) async fn web_session_by_token(
     .transpose()
 }
 
-#[cfg(test)]
-pub(crate) async fn list_web_sessions(
-    c: &mut Conn,
-    user: UserId,
-) -> Result<Vec<WebSession>, StoreError> {
+/// A user's web sessions, for tests.
+#[cfg(any(test, feature = "testing"))]
+pub async fn list_web_sessions(c: &mut Conn, user: UserId) -> Result<Vec<WebSession>, StoreError> {
     sqlx::query_as::<_, WebSessionRow>(&format!(
         "SELECT {SESSION_COLUMNS} FROM web_sessions WHERE user_id = $1 ORDER BY created_at, id"
     ))
@@ -478,7 +459,7 @@ pub(crate) async fn list_web_sessions(
 }
 
 /// Records use of a live session.
-pub(crate) async fn touch_web_session(
+pub async fn touch_web_session(
     c: &mut Conn,
     id: uuid::Uuid,
     now: Timestamp,
@@ -495,7 +476,7 @@ pub(crate) async fn touch_web_session(
 }
 
 /// Records an MFA made within a live session.
-pub(crate) async fn set_web_session_mfa(
+pub async fn set_web_session_mfa(
     c: &mut Conn,
     id: uuid::Uuid,
     at: Timestamp,
@@ -509,7 +490,7 @@ pub(crate) async fn set_web_session_mfa(
 }
 
 /// Ends one session; false when it had already ended.
-pub(crate) async fn end_web_session(
+pub async fn end_web_session(
     c: &mut Conn,
     id: uuid::Uuid,
     now: Timestamp,
@@ -527,7 +508,7 @@ pub(crate) async fn end_web_session(
 }
 
 /// Ends every live session of a user except `keep`; returns how many ended.
-pub(crate) async fn end_user_web_sessions(
+pub async fn end_user_web_sessions(
     c: &mut Conn,
     user: UserId,
     keep: Option<uuid::Uuid>,
@@ -548,7 +529,7 @@ pub(crate) async fn end_user_web_sessions(
 }
 
 /// Ends every live session of a user that was signed in with `provider`; returns how many.
-pub(crate) async fn end_provider_web_sessions(
+pub async fn end_provider_web_sessions(
     c: &mut Conn,
     user: Option<UserId>,
     provider: &str,
