@@ -773,3 +773,31 @@ async fn enrollment_keys_yield_a_session_too() {
     let (_c, welcome) = TestClient::connect(&h, &d).await;
     assert_eq!(welcome.device_name, "build-server");
 }
+
+#[tokio::test]
+async fn a_database_failure_reaches_the_device_as_words_without_database_text() {
+    let h = harness().await;
+    let _gw = TestGateway::enroll(&h, &h.gateway_token().await).await;
+    let d = sign_in_device(&h).await;
+    let (mut c, _) = TestClient::connect(&h, &d).await;
+    // The store fails in the middle of an access request.
+    let mut conn = h.service.store().conn().await.unwrap();
+    sqlx::query("DROP TABLE tunnel_addresses")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    drop(conn);
+    c.send(&ClientMessage::RequestAccess {
+        request: 9,
+        resource_id: h.resource,
+        public_key: key(),
+        posture: None,
+    })
+    .await;
+    let ServerMessage::Failed { request, message } = c.recv().await else {
+        panic!("expected failed");
+    };
+    assert_eq!(request, 9);
+    assert_eq!(message, "internal error; see the controller's log");
+    assert!(!message.contains("tunnel_addresses"), "{message}");
+}
