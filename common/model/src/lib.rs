@@ -1,13 +1,16 @@
 //! The Postern object model: typed ids, sites, resources, users, devices, policies,
 //! posture profiles and reports, grants, and the parsing and validation rules for their
-//! fields. Shared by the controller, gateways and clients. No IO.
+//! fields, with what a grant admits ([`Admission`]: the one rule the gateway enforces and the
+//! client routes by). Shared by the controller, gateways and clients. No IO.
 
+mod admission;
 mod ids;
 mod object;
 mod ports;
 mod posture;
 mod schedule;
 
+pub use admission::Admission;
 pub use ids::{
     AuditEventId, DeviceId, EnrollmentKeyId, GatewayId, GrantId, GroupId, PolicyId,
     PostureProfileId, ResourceId, SiteId, TokenId, UserId,
