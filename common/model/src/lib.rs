@@ -1,10 +1,12 @@
 //! The Postern object model: typed ids, sites, resources, users, devices, policies,
 //! posture profiles and reports, grants, and the parsing and validation rules for their
 //! fields, with what a grant admits ([`Admission`]: the one rule the gateway enforces and the
-//! client routes by). Shared by the controller, gateways and clients. No IO.
+//! client routes by) and WireGuard keys decoded once from their base64 text ([`WgKey`],
+//! [`PresharedKey`]). Shared by the controller, gateways and clients. No IO.
 
 mod admission;
 mod ids;
+mod keys;
 mod object;
 mod ports;
 mod posture;
@@ -15,6 +17,7 @@ pub use ids::{
     AuditEventId, DeviceId, EnrollmentKeyId, GatewayId, GrantId, GroupId, PolicyId,
     PostureProfileId, ResourceId, SiteId, TokenId, UserId,
 };
+pub use keys::{KeyError, PresharedKey, WgKey};
 pub use object::{
     Conditions, Device, Gateway, Grant, Group, Policy, PolicyAction, Resource, Role, Site, User,
     parse_address, validate_name,
