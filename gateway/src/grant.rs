@@ -2,11 +2,9 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use jiff::Timestamp;
-use model::{GrantId, Resource, ResourceId, SiteId};
+use model::{Admission, GrantId};
 use proto::GrantSpec;
 use tunnel::GrantConfig;
-use uuid::Uuid;
 
 /// Why a grant from the controller could not be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -22,8 +20,7 @@ pub enum GrantSpecError {
     NoAddresses(GrantId),
 }
 
-/// The tunnel core's view of a grant. The gateway knows resources only through grants, so
-/// the resource gets a nil id and site and no name: only its addresses and ports matter here.
+/// The tunnel core's view of a grant: the peer's keys and what the grant admits.
 pub fn grant_config(spec: &GrantSpec) -> Result<GrantConfig, GrantSpecError> {
     let public_key = decode_key(&spec.public_key).ok_or(GrantSpecError::BadPublicKey(spec.id))?;
     let preshared_key =
@@ -36,14 +33,10 @@ pub fn grant_config(spec: &GrantSpec) -> Result<GrantConfig, GrantSpecError> {
         public_key,
         preshared_key,
         tunnel_address: spec.tunnel_address,
-        resource: Resource {
-            id: ResourceId(Uuid::nil()),
-            name: String::new(),
-            site_id: SiteId(Uuid::nil()),
-            addresses: spec.addresses.iter().map(|n| n.trunc()).collect(),
-            ports: spec.ports.clone(),
-            created_at: Timestamp::UNIX_EPOCH,
-        },
+        admission: Admission::new(
+            spec.addresses.iter().map(|n| n.trunc()).collect(),
+            spec.ports.clone(),
+        ),
         expires_at: spec.expires_at,
     })
 }
@@ -96,7 +89,7 @@ mod tests {
         assert_eq!(g.preshared_key, [9; 32]);
         assert_eq!(g.tunnel_address, s.tunnel_address);
         assert_eq!(g.expires_at, s.expires_at);
-        let r = &g.resource;
+        let r = &g.admission;
         assert_eq!(r.addresses[1], "10.0.6.0/24".parse().unwrap());
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         assert!(r.admits(ip("10.0.5.20"), Protocol::Tcp, 22));

@@ -16,7 +16,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use jiff::Timestamp;
-use model::{DeviceId, GatewayId, GrantId, PortRule, ResourceId, UserId};
+use model::{Admission, DeviceId, GatewayId, GrantId, PortRule, ResourceId, UserId};
 use serde::{Deserialize, Serialize};
 
 use crate::device::SignedReport;
@@ -177,8 +177,16 @@ pub struct ClientResource {
     pub name: String,
     /// Its addresses: routed into the TUN device.
     pub addresses: Vec<IpNet>,
-    /// Its protocols and ports; empty means all.
+    /// Its protocols and ports; empty means every TCP and UDP port and ICMP (see
+    /// [`Admission`]).
     pub ports: Vec<PortRule>,
+}
+
+impl ClientResource {
+    /// What the resource admits: the packets the client tunnels to it.
+    pub fn admission(&self) -> Admission {
+        Admission::new(self.addresses.clone(), self.ports.clone())
+    }
 }
 
 /// A grant as the device needs it.
