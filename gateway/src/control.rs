@@ -32,9 +32,6 @@ use crate::dataplane::{DataPlaneError, DataPlaneHandle};
 use crate::grant::grant_config;
 use crate::state::{StateDir, StateError};
 
-/// The ALPN protocol of the control link.
-pub const ALPN: &[u8] = b"postern-control/1";
-
 /// The longest wait between reconnection attempts.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const MIN_BACKOFF: Duration = Duration::from_millis(250);

@@ -23,8 +23,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::device::SignedReport;
 
-/// The ALPN protocol of the client control channel.
-pub const CLIENT_ALPN: &[u8] = b"postern-client/1";
+/// [`crate::CLIENT_ALPN`], also here for the callers that name it by this path.
+pub use crate::CLIENT_ALPN;
 
 /// Messages from a client daemon to the controller.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,6 +1,7 @@
 //! The control protocol between the controller and its gateways and clients: versioned
-//! serde messages and their length-prefixed framing on a QUIC stream. No IO: callers hand
-//! in and take out bytes.
+//! serde messages, their ALPN names ([`GATEWAY_ALPN`], [`CLIENT_ALPN`]) and their
+//! length-prefixed framing on a QUIC stream ([`encode`], [`decode`]). No IO: callers hand in
+//! and take out bytes.
 //!
 //! Every frame is a 4-byte big-endian length followed by that many bytes of JSON holding an
 //! [`Envelope`]. A peer that speaks another major version is refused with
@@ -16,6 +17,13 @@ use ipnet::IpNet;
 use jiff::Timestamp;
 use model::{GatewayId, GrantId, PortRule, PresharedKey, WgKey};
 use serde::{Deserialize, Serialize};
+
+/// The ALPN protocol of the gateway control channel (gateway to controller).
+pub const GATEWAY_ALPN: &[u8] = b"postern-control/1";
+
+/// The ALPN protocol of the client control channel (client daemon to controller): see
+/// [`client`].
+pub const CLIENT_ALPN: &[u8] = b"postern-client/1";
 
 /// The protocol version this build speaks.
 pub const VERSION: u16 = 1;
