@@ -1,7 +1,8 @@
 //! The control protocol between the controller and its gateways and clients: versioned
 //! serde messages, their ALPN names ([`GATEWAY_ALPN`], [`CLIENT_ALPN`]) and their
 //! length-prefixed framing on a QUIC stream ([`encode`], [`decode`]). No IO: callers hand in
-//! and take out bytes.
+//! and take out bytes, except the optional `stream` feature's reader of an async byte stream
+//! (`stream::FrameReader`, on tokio), which the gateway, the client and the controller use.
 //!
 //! Every frame is a 4-byte big-endian length followed by that many bytes of JSON holding an
 //! [`Envelope`]. A peer that speaks another major version is refused with
@@ -9,6 +10,7 @@
 
 pub mod client;
 pub mod device;
+#[cfg(feature = "stream")]
 pub mod stream;
 
 use std::net::IpAddr;
