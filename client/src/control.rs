@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use proto::client::{CLIENT_ALPN, ClientMessage, RefusalCode, ServerMessage, Welcome};
+use proto::CLIENT_ALPN;
+use proto::client::{ClientMessage, RefusalCode, ServerMessage, Welcome};
 use proto::device::DeviceKey;
 use proto::stream::ReadError;
 use quinn::crypto::rustls::QuicClientConfig;

@@ -12,10 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use jiff::Timestamp;
-use model::ResourceId;
+use model::{ResourceId, WgKey};
 use proto::client::{ClientGrant, ClientMessage, DenyReason, ServerMessage, Welcome};
 use proto::device::DeviceKey;
 use rand::RngCore;
@@ -446,7 +444,7 @@ impl Engine {
                 };
                 let mut private_key = [0u8; 32];
                 rand::rngs::OsRng.fill_bytes(&mut private_key);
-                let public_key = STANDARD.encode(tunnel::public_key(&private_key));
+                let public_key = WgKey::from(tunnel::public_key(&private_key)).to_string();
                 let request = self.next_request;
                 self.next_request += 1;
                 tracing::debug!(%resource, renewal, request, "asking for access");
@@ -1338,17 +1336,10 @@ async fn device_auth(
     }
 }
 
-/// Decodes a grant into what the router needs.
+/// Turns a grant into what the router needs (its keys were decoded with the message).
 async fn new_tunnel(grant: &ClientGrant, private_key: [u8; 32]) -> Result<NewTunnel, String> {
-    let key = |what: &str, text: &str| -> Result<[u8; 32], String> {
-        STANDARD
-            .decode(text.trim())
-            .ok()
-            .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| format!("the grant's {what} is not base64 of 32 bytes"))
-    };
-    let gateway_public_key = key("gateway key", &grant.gateway_public_key)?;
-    let preshared_key = key("preshared key", &grant.preshared_key)?;
+    let gateway_public_key = grant.gateway_public_key.to_bytes();
+    let preshared_key = grant.preshared_key.to_bytes();
     let gateway = match grant.gateway_endpoint.parse::<SocketAddr>() {
         Ok(a) => a,
         Err(_) => tokio::net::lookup_host(grant.gateway_endpoint.as_str())

@@ -184,7 +184,7 @@ pub struct ResourceStatus {
     pub name: String,
     /// Its addresses.
     pub addresses: Vec<IpNet>,
-    /// Its ports (`tcp/443`); empty means all.
+    /// Its ports (`tcp/443`); empty means every TCP and UDP port and ICMP.
     pub ports: Vec<String>,
     /// `idle`, `requesting`, `connecting`, `connected`, `denied` or `revoked`.
     pub tunnel: String,

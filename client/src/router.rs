@@ -13,11 +13,11 @@
 //! sleep until [`Router::poll_timeout`]. The core never reads the clock or makes keys.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use model::{GrantId, Protocol, ResourceId};
+use model::{Admission, GrantId, ResourceId};
 use packet::{IpPacket, Transport};
 use proto::client::ClientResource;
 use tunnel::{ClientConfig, ClientEvent, ClientTunnel, Transmit};
@@ -168,6 +168,8 @@ impl Held {
 #[derive(Debug)]
 struct Slot {
     resource: ClientResource,
+    /// What `resource` admits: which packets belong to it, by the rule the gateway enforces.
+    admission: Admission,
     tunnel: Option<u32>,
     /// A renewed tunnel waiting for its handshake before it replaces `tunnel`.
     next: Option<u32>,
@@ -184,6 +186,7 @@ struct Slot {
 impl Slot {
     fn new(resource: ClientResource) -> Self {
         Self {
+            admission: resource.admission(),
             resource,
             tunnel: None,
             next: None,
@@ -274,6 +277,7 @@ impl Router {
         for r in resources {
             let slot = match self.slots.remove(&r.id) {
                 Some(mut s) => {
+                    s.admission = r.admission();
                     s.resource = r;
                     s
                 }
@@ -371,13 +375,13 @@ impl Router {
         };
         let Some(id) = self.matching(&parsed) else {
             self.counters.unroutable += 1;
-            // Inside a resource's addresses but not its ports: fail fast.
-            if self.slots.values().any(|s| {
-                s.resource
-                    .addresses
-                    .iter()
-                    .any(|n| n.contains(&parsed.dst()))
-            }) {
+            // Inside a resource's addresses but not admitted (another port or protocol): the
+            // gateway would drop it, so fail fast.
+            if self
+                .slots
+                .values()
+                .any(|s| s.admission.contains(parsed.dst()))
+            {
                 self.prohibit(&parsed);
             }
             return None;
@@ -698,17 +702,13 @@ impl Router {
         [tunnels, pending].into_iter().flatten().min()
     }
 
+    /// The first listed resource that admits the packet, by the gateway's own rule
+    /// ([`tunnel::admits`], [`model::Admission`]).
     fn matching(&self, p: &IpPacket<'_>) -> Option<ResourceId> {
-        let (protocol, port) = match p.transport() {
-            Transport::Tcp { dst_port, .. } => (Some(Protocol::Tcp), dst_port),
-            Transport::Udp { dst_port, .. } => (Some(Protocol::Udp), dst_port),
-            Transport::Icmp { .. } => (Some(Protocol::Icmp), 0),
-            Transport::Other => (None, 0),
-        };
         self.order.iter().copied().find(|id| {
             self.slots
                 .get(id)
-                .is_some_and(|s| admits(&s.resource, p.dst(), protocol, port))
+                .is_some_and(|s| tunnel::admits(&s.admission, p))
         })
     }
 
@@ -782,19 +782,6 @@ impl Router {
     }
 }
 
-/// Whether `resource` admits a packet to `dst` with `protocol` and destination `port`
-/// (an empty port list admits every protocol).
-pub fn admits(
-    resource: &ClientResource,
-    dst: IpAddr,
-    protocol: Option<Protocol>,
-    port: u16,
-) -> bool {
-    resource.addresses.iter().any(|n| n.contains(&dst))
-        && (resource.ports.is_empty()
-            || protocol.is_some_and(|p| resource.ports.iter().any(|r| r.admits(p, port))))
-}
-
 /// The tunnel index (upper 24 bits of boringtun's receiver index) a datagram is for.
 fn receiver_index(d: &[u8]) -> Option<u32> {
     let at = match *d.first()? {
@@ -834,7 +821,9 @@ fn is_new_flow(p: &IpPacket<'_>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use model::Protocol;
     use packet::PacketBuilder;
+    use std::net::IpAddr;
     use test_case::test_case;
 
     fn resource(name: &str, addr: &str, ports: &[&str]) -> ClientResource {
@@ -900,9 +889,104 @@ mod tests {
         want: bool,
     ) {
         let r = resource("app", "10.1.0.0/24", &["tcp/443", "tcp/8000-8080"]);
-        assert_eq!(admits(&r, ip(dst), proto, port), want);
+        assert_eq!(r.admission().admits(ip(dst), proto, port), want);
+        // An empty port list admits every TCP and UDP port and ICMP inside the addresses,
+        // but no other IP protocol (`proto: None`), as the gateway enforces.
         let all = resource("all", "10.1.0.0/24", &[]);
-        assert!(admits(&all, ip(dst), proto, port) || dst.starts_with("10.2"));
+        assert_eq!(
+            all.admission().admits(ip(dst), proto, port),
+            !dst.starts_with("10.2") && proto.is_some()
+        );
+    }
+
+    /// A packet of IP protocol `protocol` (neither TCP, UDP nor ICMP) to `dst`.
+    fn other_protocol(dst: &str, protocol: u8) -> Vec<u8> {
+        let mut p = PacketBuilder::udp(ip("100.64.0.2"), ip(dst), 1, 2).build(b"");
+        p[9] = protocol;
+        p[10..12].copy_from_slice(&[0, 0]);
+        let sum = packet::checksum(&p[..20]);
+        p[10..12].copy_from_slice(&sum.to_be_bytes());
+        p
+    }
+
+    /// The client half of the agreement with the gateway (see the tunnel filter's test
+    /// `empty_ports_do_not_admit_protocol_253_or_gre`): a resource with an empty port list
+    /// does not take protocol 253 or GRE, so they are not held, do not ask for access and are
+    /// answered with ICMP "administratively prohibited" at once, as for a port outside it.
+    #[test]
+    fn empty_ports_do_not_tunnel_other_protocols() {
+        let mut r = Router::new(RouterConfig::default());
+        r.set_resources(vec![resource("all", "10.1.0.0/24", &[])]);
+        let now = Instant::now();
+        let mut buf = vec![0; 2048];
+        for protocol in [253, 47] {
+            let p = other_protocol("10.1.0.5", protocol);
+            assert!(r.handle_tun_input(&p, now, &mut buf).is_none());
+            assert_eq!(
+                r.poll_action(),
+                None,
+                "protocol {protocol} asked for access"
+            );
+            let icmp = r.poll_tun_write().expect("an ICMP answer");
+            assert!(is_admin_prohibited(&icmp), "protocol {protocol}");
+        }
+        assert_eq!(r.counters().unroutable, 2);
+        assert_eq!(r.status(now)[0].state, "idle");
+        // TCP to the same address is the resource's.
+        r.handle_tun_input(&syn("10.1.0.5", 443), now, &mut buf);
+        assert!(matches!(
+            r.poll_action(),
+            Some(Action::RequestAccess { .. })
+        ));
+    }
+
+    /// Through a real gateway core holding the same grant, the router tunnels exactly what
+    /// the gateway lets through, for every kind of packet to a resource with empty ports.
+    #[test]
+    fn the_router_tunnels_exactly_what_the_gateway_admits() {
+        let app = resource("all", "10.1.0.0/24", &[]);
+        let mut w = World::new(&app);
+        w.send(&syn("10.1.0.5", 443));
+        w.router.poll_action();
+        w.grant(&app, 9, &[]);
+        w.pump();
+        assert_eq!(w.delivered.len(), 1, "the held SYN flows");
+        let packets = [
+            (
+                "udp",
+                PacketBuilder::udp(ip("100.64.0.2"), ip("10.1.0.7"), 5000, 53).build(b"q"),
+            ),
+            (
+                "icmp",
+                PacketBuilder::icmp(ip("100.64.0.2"), ip("10.1.0.7"), 8, 0).build(b""),
+            ),
+            ("protocol 253", other_protocol("10.1.0.7", 253)),
+            ("gre", other_protocol("10.1.0.7", 47)),
+        ];
+        for (what, p) in packets {
+            w.delivered.clear();
+            w.to_apps.clear();
+            let mut buf = vec![0; 2048];
+            let sent = w
+                .router
+                .handle_tun_input(&p, w.now, &mut buf)
+                .map(|t| t.payload.to_vec());
+            let tunnelled = sent.is_some();
+            if let Some(d) = sent {
+                w.deliver_to_gateway(&d);
+            }
+            w.pump();
+            let delivered = !w.delivered.is_empty();
+            assert_eq!(tunnelled, delivered, "{what}: router and gateway disagree");
+            if !tunnelled {
+                assert!(
+                    w.to_apps.iter().any(|p| is_admin_prohibited(p)),
+                    "{what}: the application hears why"
+                );
+            }
+        }
+        assert_eq!(w.gateway.stats().drops.unsupported_protocol, 0);
+        assert!(w.router.is_connected(app.id));
     }
 
     #[test]
@@ -1130,14 +1214,10 @@ mod tests {
                 public_key: tunnel::public_key(&[key; 32]),
                 preshared_key: [3; 32],
                 tunnel_address: ip("100.64.0.2"),
-                resource: model::Resource {
-                    id: app.id,
-                    name: app.name.clone(),
-                    site_id: model::SiteId::new(),
-                    addresses: app.addresses.clone(),
-                    ports: ports.iter().map(|p| p.parse().unwrap()).collect(),
-                    created_at: Timestamp::UNIX_EPOCH,
-                },
+                admission: model::Admission::new(
+                    app.addresses.clone(),
+                    ports.iter().map(|p| p.parse().unwrap()).collect(),
+                ),
                 expires_at: Timestamp::now() + jiff::SignedDuration::from_secs(600),
             };
             self.gateway

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use model::WgKey;
 use proto::stream::ReadError;
 use proto::{ControllerMessage, GatewayMessage};
 use quinn::crypto::rustls::QuicClientConfig;
@@ -28,11 +29,8 @@ use rand::Rng;
 
 use crate::config::ControllerUrl;
 use crate::dataplane::{DataPlaneError, DataPlaneHandle};
-use crate::grant::{encode_key, grant_config};
+use crate::grant::grant_config;
 use crate::state::{StateDir, StateError};
-
-/// The ALPN protocol of the control link.
-pub const ALPN: &[u8] = b"postern-control/1";
 
 /// The longest wait between reconnection attempts.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -199,7 +197,7 @@ impl ControlLink {
             quic,
             token: config.token,
             name: config.name,
-            public_key: encode_key(&config.public_key),
+            public_key: WgKey::from(config.public_key).to_string(),
             endpoint: config.endpoint,
             state,
             dataplane,

@@ -451,7 +451,7 @@ pub fn first_address() -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use model::{Resource, ResourceId, SiteId};
+    use model::Admission;
     use tunnel::GatewayConfig;
 
     fn grant(key: u8, expires_in_s: i64) -> GrantConfig {
@@ -460,14 +460,7 @@ mod tests {
             public_key: tunnel::public_key(&[key; 32]),
             preshared_key: [key; 32],
             tunnel_address: "100.64.0.2".parse().unwrap(),
-            resource: Resource {
-                id: ResourceId::new(),
-                name: String::new(),
-                site_id: SiteId::new(),
-                addresses: vec!["10.0.0.1/32".parse().unwrap()],
-                ports: vec![],
-                created_at: Timestamp::UNIX_EPOCH,
-            },
+            admission: Admission::new(vec!["10.0.0.1/32".parse().unwrap()], vec![]),
             expires_at: Timestamp::now() + jiff::SignedDuration::from_secs(expires_in_s),
         }
     }

@@ -1,82 +1,50 @@
-//! Turning the controller's [`GrantSpec`] into the tunnel core's [`GrantConfig`].
+//! Turning the controller's [`GrantSpec`] into the tunnel core's [`GrantConfig`]. The keys
+//! were decoded with the message ([`model::WgKey`], [`model::PresharedKey`]): a grant with a
+//! malformed key is a malformed message and never gets here.
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
-use jiff::Timestamp;
-use model::{GrantId, Resource, ResourceId, SiteId};
+use model::{Admission, GrantId};
 use proto::GrantSpec;
 use tunnel::GrantConfig;
-use uuid::Uuid;
 
 /// Why a grant from the controller could not be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GrantSpecError {
-    /// The device's public key is not 32 bytes of base64.
-    #[error("grant {0}: the public key is not 32 bytes of base64")]
-    BadPublicKey(GrantId),
-    /// The preshared key is not 32 bytes of base64.
-    #[error("grant {0}: the preshared key is not 32 bytes of base64")]
-    BadPresharedKey(GrantId),
     /// The grant reaches no address at all.
     #[error("grant {0} has no destination addresses")]
     NoAddresses(GrantId),
 }
 
-/// The tunnel core's view of a grant. The gateway knows resources only through grants, so
-/// the resource gets a nil id and site and no name: only its addresses and ports matter here.
+/// The tunnel core's view of a grant: the peer's keys and what the grant admits.
 pub fn grant_config(spec: &GrantSpec) -> Result<GrantConfig, GrantSpecError> {
-    let public_key = decode_key(&spec.public_key).ok_or(GrantSpecError::BadPublicKey(spec.id))?;
-    let preshared_key =
-        decode_key(&spec.preshared_key).ok_or(GrantSpecError::BadPresharedKey(spec.id))?;
     if spec.addresses.is_empty() {
         return Err(GrantSpecError::NoAddresses(spec.id));
     }
     Ok(GrantConfig {
         id: spec.id,
-        public_key,
-        preshared_key,
+        public_key: spec.public_key.to_bytes(),
+        preshared_key: spec.preshared_key.to_bytes(),
         tunnel_address: spec.tunnel_address,
-        resource: Resource {
-            id: ResourceId(Uuid::nil()),
-            name: String::new(),
-            site_id: SiteId(Uuid::nil()),
-            addresses: spec.addresses.iter().map(|n| n.trunc()).collect(),
-            ports: spec.ports.clone(),
-            created_at: Timestamp::UNIX_EPOCH,
-        },
+        admission: Admission::new(
+            spec.addresses.iter().map(|n| n.trunc()).collect(),
+            spec.ports.clone(),
+        ),
         expires_at: spec.expires_at,
     })
-}
-
-/// Decodes a base64 WireGuard key (standard alphabet, padded, as `wg` prints them).
-pub(crate) fn decode_key(text: &str) -> Option<[u8; 32]> {
-    let mut out = [0u8; 32];
-    // 44 base64 characters decode to 33 bytes of room; a 32-byte key fits exactly.
-    let mut buf = [0u8; 33];
-    let n = STANDARD.decode_slice(text.trim(), &mut buf).ok()?;
-    if n != 32 {
-        return None;
-    }
-    out.copy_from_slice(&buf[..32]);
-    Some(out)
-}
-
-/// Encodes a WireGuard key as base64.
-pub(crate) fn encode_key(key: &[u8; 32]) -> String {
-    STANDARD.encode(key)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use model::Protocol;
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use model::{PresharedKey, Protocol, WgKey};
     use std::net::IpAddr;
 
     fn spec() -> GrantSpec {
         GrantSpec {
             id: GrantId::new(),
-            public_key: encode_key(&[7; 32]),
-            preshared_key: encode_key(&[9; 32]),
+            public_key: WgKey::from([7; 32]),
+            preshared_key: PresharedKey::from([9; 32]),
             tunnel_address: "100.64.0.2".parse().unwrap(),
             addresses: vec![
                 "10.0.5.20/32".parse().unwrap(),
@@ -85,6 +53,13 @@ mod tests {
             ports: vec!["tcp/22".parse().unwrap(), "udp/53".parse().unwrap()],
             expires_at: "2026-11-25T10:00:00Z".parse().unwrap(),
         }
+    }
+
+    /// `spec()` as the controller sends it, with `field` replaced by `text`, decoded.
+    fn decoded_with(field: &str, text: &str) -> Result<GrantSpec, serde_json::Error> {
+        let mut json = serde_json::to_value(spec()).unwrap();
+        json[field] = text.into();
+        serde_json::from_value(json)
     }
 
     #[test]
@@ -96,7 +71,7 @@ mod tests {
         assert_eq!(g.preshared_key, [9; 32]);
         assert_eq!(g.tunnel_address, s.tunnel_address);
         assert_eq!(g.expires_at, s.expires_at);
-        let r = &g.resource;
+        let r = &g.admission;
         assert_eq!(r.addresses[1], "10.0.6.0/24".parse().unwrap());
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         assert!(r.admits(ip("10.0.5.20"), Protocol::Tcp, 22));
@@ -107,15 +82,12 @@ mod tests {
 
     #[test]
     fn rejects_bad_keys() {
-        let mut s = spec();
-        s.public_key = "not base64!".into();
-        assert_eq!(grant_config(&s), Err(GrantSpecError::BadPublicKey(s.id)));
-        let mut s = spec();
-        s.preshared_key = STANDARD.encode([1u8; 31]);
-        assert_eq!(grant_config(&s), Err(GrantSpecError::BadPresharedKey(s.id)));
-        let mut s = spec();
-        s.preshared_key = STANDARD.encode([1u8; 33]);
-        assert_eq!(grant_config(&s), Err(GrantSpecError::BadPresharedKey(s.id)));
+        // Bad keys are refused where the grant is decoded, before it reaches grant_config.
+        assert!(decoded_with("public_key", "not base64!").is_err());
+        assert!(decoded_with("preshared_key", &STANDARD.encode([1u8; 31])).is_err());
+        assert!(decoded_with("preshared_key", &STANDARD.encode([1u8; 33])).is_err());
+        let good = decoded_with("preshared_key", &STANDARD.encode([1u8; 32])).unwrap();
+        assert_eq!(grant_config(&good).unwrap().preshared_key, [1; 32]);
         let mut s = spec();
         s.addresses.clear();
         assert_eq!(grant_config(&s), Err(GrantSpecError::NoAddresses(s.id)));
@@ -123,15 +95,10 @@ mod tests {
 
     #[test]
     fn errors_do_not_show_keys() {
-        let mut s = spec();
-        s.preshared_key = "c2VjcmV0".into();
-        let err = grant_config(&s).unwrap_err().to_string();
+        let err = decoded_with("preshared_key", "c2VjcmV0")
+            .unwrap_err()
+            .to_string();
         assert!(!err.contains("c2VjcmV0"));
-    }
-
-    #[test]
-    fn key_round_trip() {
-        let k = [0xA5; 32];
-        assert_eq!(decode_key(&encode_key(&k)), Some(k));
+        assert!(err.contains("preshared key"), "{err}");
     }
 }

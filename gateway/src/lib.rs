@@ -17,7 +17,7 @@ mod state;
 mod tls;
 
 pub use config::{Args, Config, ConfigError, ControllerUrl, Fingerprint, gateway_address};
-pub use control::{ALPN, ControlError, ControlLink, ControlLinkConfig, MAX_BACKOFF, Status};
+pub use control::{ControlError, ControlLink, ControlLinkConfig, MAX_BACKOFF, Status};
 pub use dataplane::{
     DataPlane, DataPlaneError, DataPlaneHandle, Snapshot, SyncReport, bind_udp, converge,
     first_address, open_tun,

@@ -6,9 +6,9 @@ use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use rand::RngCore;
-
-use crate::grant::{decode_key, encode_key};
 
 const CREDENTIAL: &str = "credential";
 const PRIVATE_KEY: &str = "private_key";
@@ -121,9 +121,28 @@ impl StateDir {
     }
 }
 
+/// Decodes the private key file: base64 of 32 bytes, as `wg genkey` writes it.
+fn decode_key(text: &str) -> Option<[u8; 32]> {
+    STANDARD.decode(text.trim()).ok()?.try_into().ok()
+}
+
+/// Encodes a private key as `wg genkey` does.
+fn encode_key(key: &[u8; 32]) -> String {
+    STANDARD.encode(key)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_round_trip() {
+        let k = [0xA5; 32];
+        assert_eq!(decode_key(&encode_key(&k)), Some(k));
+        assert_eq!(decode_key(&format!("{}\n", encode_key(&k))), Some(k));
+        assert_eq!(decode_key(&STANDARD.encode([1u8; 31])), None);
+        assert_eq!(decode_key("not base64!"), None);
+    }
 
     fn mode(p: &Path) -> u32 {
         fs::metadata(p).unwrap().permissions().mode() & 0o777

@@ -4,14 +4,13 @@
 pub use trust::TlsError;
 
 use crate::config::Fingerprint;
-use crate::control::ALPN;
 
 /// A TLS client configuration for the control link. With `pin`, only the certificate with
 /// that SHA-256 fingerprint is accepted (host name and expiry are not checked: the pin is
 /// the trust decision), but the handshake signature is still verified against it.
 pub fn client_config(pin: Option<Fingerprint>) -> Result<rustls::ClientConfig, TlsError> {
     let trust = trust::Trust { pin, ca_pem: None };
-    trust::client_config(&trust, &[ALPN])
+    trust::client_config(&trust, &[proto::GATEWAY_ALPN])
 }
 
 #[cfg(test)]

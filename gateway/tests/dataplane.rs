@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use common::wg::Client;
 use common::{Namespace, in_namespace};
 use gateway::{DataPlane, DataPlaneHandle};
-use model::{GrantId, Resource, ResourceId, SiteId};
+use model::{Admission, GrantId};
 use packet::{IpPacket, PacketBuilder, Transport};
 use tokio::net::UdpSocket;
 use tunnel::{ClientConfig, ClientTunnel, GatewayConfig, GatewayTunnel, GrantConfig};
@@ -39,14 +39,10 @@ fn grant(client_public: [u8; 32], psk: [u8; 32]) -> GrantConfig {
         public_key: client_public,
         preshared_key: psk,
         tunnel_address: ip(CLIENT_ADDRESS),
-        resource: Resource {
-            id: ResourceId::new(),
-            name: String::new(),
-            site_id: SiteId::new(),
-            addresses: vec![format!("{RESOURCE}/32").parse().unwrap()],
-            ports: vec!["udp/7777".parse().unwrap()],
-            created_at: jiff::Timestamp::UNIX_EPOCH,
-        },
+        admission: Admission::new(
+            vec![format!("{RESOURCE}/32").parse().unwrap()],
+            vec!["udp/7777".parse().unwrap()],
+        ),
         expires_at: jiff::Timestamp::now() + jiff::SignedDuration::from_secs(600),
     }
 }

@@ -246,9 +246,6 @@ const PSK: [u8; 32] = [0x33; 32];
 /// syncs one grant, checks readiness, drives a WireGuard client through the gateway to an
 /// echo server, then revokes the grant.
 async fn controller_script(ctl: Controller) {
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD;
-
     let mut s = ctl.accept().await;
     let GatewayMessage::Enroll { token, name } = s.receive().await else {
         panic!("expected enroll");
@@ -269,12 +266,12 @@ async fn controller_script(ctl: Controller) {
     };
     assert_eq!(credential, "cred-ns");
     assert_eq!(endpoint, "127.0.0.1:51820");
-    let gateway_key: [u8; 32] = b64.decode(&public_key).unwrap().try_into().unwrap();
+    let gateway_key = public_key.parse::<model::WgKey>().unwrap().to_bytes();
 
     let grant = GrantSpec {
         id: GrantId::new(),
-        public_key: b64.encode(tunnel::public_key(&CLIENT_KEY)),
-        preshared_key: b64.encode(PSK),
+        public_key: tunnel::public_key(&CLIENT_KEY).into(),
+        preshared_key: PSK.into(),
         tunnel_address: "100.64.0.2".parse().unwrap(),
         addresses: vec!["10.0.5.20/32".parse().unwrap()],
         ports: vec!["udp/7777".parse().unwrap()],

@@ -1,17 +1,23 @@
 //! The Postern object model: typed ids, sites, resources, users, devices, policies,
 //! posture profiles and reports, grants, and the parsing and validation rules for their
-//! fields. Shared by the controller, gateways and clients. No IO.
+//! fields, with what a grant admits ([`Admission`]: the one rule the gateway enforces and the
+//! client routes by) and WireGuard keys decoded once from their base64 text ([`WgKey`],
+//! [`PresharedKey`]). Shared by the controller, gateways and clients. No IO.
 
+mod admission;
 mod ids;
+mod keys;
 mod object;
 mod ports;
 mod posture;
 mod schedule;
 
+pub use admission::Admission;
 pub use ids::{
     AuditEventId, DeviceId, EnrollmentKeyId, GatewayId, GrantId, GroupId, PolicyId,
     PostureProfileId, ResourceId, SiteId, TokenId, UserId,
 };
+pub use keys::{KeyError, PresharedKey, WgKey};
 pub use object::{
     Conditions, Device, Gateway, Grant, Group, Policy, PolicyAction, Resource, Role, Site, User,
     parse_address, validate_name,

@@ -5,8 +5,8 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    DeviceId, FieldError, GatewayId, GrantId, GroupId, PolicyId, PortRule, PostureProfileId,
-    Protocol, ResourceId, SiteId, TimeWindow, UserId,
+    Admission, DeviceId, FieldError, GatewayId, GrantId, GroupId, PolicyId, PortRule,
+    PostureProfileId, Protocol, ResourceId, SiteId, TimeWindow, UserId,
 };
 
 /// What a user or token may do with the admin API and UI.
@@ -103,7 +103,8 @@ pub struct Resource {
     /// Addresses and CIDRs.
     #[schema(value_type = Vec<String>, example = json!(["10.0.5.20/32"]))]
     pub addresses: Vec<IpNet>,
-    /// Protocols and ports; empty means everything.
+    /// Protocols and ports; empty means every TCP and UDP port and ICMP, but no other IP
+    /// protocol (see [`Admission`]).
     pub ports: Vec<PortRule>,
     /// When it was created.
     #[schema(value_type = String, format = DateTime)]
@@ -112,10 +113,14 @@ pub struct Resource {
 
 impl Resource {
     /// Whether a packet to `dst` with `protocol` and destination `port` lies inside this
-    /// resource.
+    /// resource, by the one rule of [`Admission`].
     pub fn admits(&self, dst: IpAddr, protocol: Protocol, port: u16) -> bool {
-        self.addresses.iter().any(|net| net.contains(&dst))
-            && (self.ports.is_empty() || self.ports.iter().any(|r| r.admits(protocol, port)))
+        crate::admission::admits(&self.addresses, &self.ports, dst, Some(protocol), port)
+    }
+
+    /// What the resource admits, as a grant to it carries it.
+    pub fn admission(&self) -> Admission {
+        Admission::new(self.addresses.clone(), self.ports.clone())
     }
 }
 

@@ -16,13 +16,15 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use jiff::Timestamp;
-use model::{DeviceId, GatewayId, GrantId, PortRule, ResourceId, UserId};
+use model::{
+    Admission, DeviceId, GatewayId, GrantId, PortRule, PresharedKey, ResourceId, UserId, WgKey,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::device::SignedReport;
 
-/// The ALPN protocol of the client control channel.
-pub const CLIENT_ALPN: &[u8] = b"postern-client/1";
+/// [`crate::CLIENT_ALPN`], also here for the callers that name it by this path.
+pub use crate::CLIENT_ALPN;
 
 /// Messages from a client daemon to the controller.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -177,8 +179,16 @@ pub struct ClientResource {
     pub name: String,
     /// Its addresses: routed into the TUN device.
     pub addresses: Vec<IpNet>,
-    /// Its protocols and ports; empty means all.
+    /// Its protocols and ports; empty means every TCP and UDP port and ICMP (see
+    /// [`Admission`]).
     pub ports: Vec<PortRule>,
+}
+
+impl ClientResource {
+    /// What the resource admits: the packets the client tunnels to it.
+    pub fn admission(&self) -> Admission {
+        Admission::new(self.addresses.clone(), self.ports.clone())
+    }
 }
 
 /// A grant as the device needs it.
@@ -190,17 +200,18 @@ pub struct ClientGrant {
     pub resource_id: ResourceId,
     /// The gateway serving it.
     pub gateway_id: GatewayId,
-    /// The gateway's WireGuard public key (base64).
-    pub gateway_public_key: String,
+    /// The gateway's WireGuard public key (base64 on the wire).
+    pub gateway_public_key: WgKey,
     /// The gateway's UDP endpoint (`host:port`).
     pub gateway_endpoint: String,
-    /// The preshared key (base64). Never logged.
-    pub preshared_key: String,
+    /// The preshared key (base64 on the wire). Never logged.
+    pub preshared_key: PresharedKey,
     /// The device's tunnel address.
     pub tunnel_address: IpAddr,
     /// The destinations it reaches.
     pub addresses: Vec<IpNet>,
-    /// The protocols and ports; empty means all.
+    /// The protocols and ports; empty means every TCP and UDP port and ICMP (see
+    /// [`Admission`]).
     pub ports: Vec<PortRule>,
     /// When it ends unless renewed.
     pub expires_at: Timestamp,
@@ -212,6 +223,7 @@ impl std::fmt::Debug for ClientGrant {
             .field("grant_id", &self.grant_id)
             .field("resource_id", &self.resource_id)
             .field("gateway_id", &self.gateway_id)
+            .field("gateway_public_key", &self.gateway_public_key)
             .field("gateway_endpoint", &self.gateway_endpoint)
             .field("tunnel_address", &self.tunnel_address)
             .field("expires_at", &self.expires_at)
@@ -286,14 +298,14 @@ mod tests {
             grant_id: GrantId::new(),
             resource_id: ResourceId::new(),
             gateway_id: GatewayId::new(),
-            gateway_public_key: "gk".into(),
+            gateway_public_key: WgKey::from([1; 32]),
             gateway_endpoint: "10.0.0.1:51820".into(),
-            preshared_key: "super-secret-psk".into(),
+            preshared_key: PresharedKey::from([0x5e; 32]),
             tunnel_address: "100.64.0.2".parse().unwrap(),
             addresses: vec![],
             ports: vec![],
             expires_at: Timestamp::UNIX_EPOCH,
         };
-        assert!(!format!("{g:?}").contains("super-secret-psk"));
+        assert!(!format!("{g:?}").contains(&g.preshared_key.to_base64()));
     }
 }

@@ -1,6 +1,8 @@
 //! The control protocol between the controller and its gateways and clients: versioned
-//! serde messages and their length-prefixed framing on a QUIC stream. No IO: callers hand
-//! in and take out bytes.
+//! serde messages, their ALPN names ([`GATEWAY_ALPN`], [`CLIENT_ALPN`]) and their
+//! length-prefixed framing on a QUIC stream ([`encode`], [`decode`]). No IO: callers hand in
+//! and take out bytes, except the optional `stream` feature's reader of an async byte stream
+//! (`stream::FrameReader`, on tokio), which the gateway, the client and the controller use.
 //!
 //! Every frame is a 4-byte big-endian length followed by that many bytes of JSON holding an
 //! [`Envelope`]. A peer that speaks another major version is refused with
@@ -8,14 +10,22 @@
 
 pub mod client;
 pub mod device;
+#[cfg(feature = "stream")]
 pub mod stream;
 
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 use jiff::Timestamp;
-use model::{GatewayId, GrantId, PortRule};
+use model::{GatewayId, GrantId, PortRule, PresharedKey, WgKey};
 use serde::{Deserialize, Serialize};
+
+/// The ALPN protocol of the gateway control channel (gateway to controller).
+pub const GATEWAY_ALPN: &[u8] = b"postern-control/1";
+
+/// The ALPN protocol of the client control channel (client daemon to controller): see
+/// [`client`].
+pub const CLIENT_ALPN: &[u8] = b"postern-client/1";
 
 /// The protocol version this build speaks.
 pub const VERSION: u16 = 1;
@@ -37,15 +47,16 @@ pub struct Envelope<M> {
 pub struct GrantSpec {
     /// The grant.
     pub id: GrantId,
-    /// The device's per-application WireGuard public key (base64).
-    pub public_key: String,
-    /// The preshared key for this grant (base64). Never logged.
-    pub preshared_key: String,
+    /// The device's per-application WireGuard public key (base64 on the wire).
+    pub public_key: WgKey,
+    /// The preshared key for this grant (base64 on the wire). Never logged.
+    pub preshared_key: PresharedKey,
     /// The device's address inside the tunnel.
     pub tunnel_address: IpAddr,
     /// The destinations the grant reaches.
     pub addresses: Vec<IpNet>,
-    /// The protocols and ports it reaches; empty means all.
+    /// The protocols and ports it reaches; empty means every TCP and UDP port and ICMP
+    /// (see [`model::Admission`]).
     pub ports: Vec<PortRule>,
     /// When the gateway must drop it unless renewed.
     pub expires_at: Timestamp,
@@ -175,8 +186,8 @@ mod tests {
     fn grant() -> GrantSpec {
         GrantSpec {
             id: GrantId::new(),
-            public_key: "k".into(),
-            preshared_key: "p".into(),
+            public_key: WgKey::from([7; 32]),
+            preshared_key: PresharedKey::from([9; 32]),
             tunnel_address: "100.64.0.2".parse().unwrap(),
             addresses: vec!["10.0.5.20/32".parse().unwrap()],
             ports: vec!["tcp/22".parse().unwrap()],
@@ -207,6 +218,54 @@ mod tests {
         let (second, used2) = decode::<ControllerMessage>(&buf[used..]).unwrap().unwrap();
         assert_eq!(vec![first, second], msgs);
         assert_eq!(used + used2, buf.len());
+    }
+
+    /// A message exactly as the controller writes it (keys as base64 text).
+    const GRANT_ADDED: &str = concat!(
+        r#"{"v":1,"msg":{"type":"grant_added","seq":2,"grant":{"#,
+        r#""id":"01936a5e-8f00-7000-8000-000000000001","#,
+        r#""public_key":"xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=","#,
+        r#""preshared_key":"CQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQk=","#,
+        r#""tunnel_address":"100.64.0.2","addresses":["10.0.5.20/32"],"ports":["tcp/22"],"#,
+        r#""expires_at":"2026-11-25T10:00:00Z"}}}"#
+    );
+
+    fn frame(body: &str) -> Vec<u8> {
+        let mut buf = (body.len() as u32).to_be_bytes().to_vec();
+        buf.extend_from_slice(body.as_bytes());
+        buf
+    }
+
+    #[test]
+    fn typed_keys_keep_the_wire_format_byte_for_byte() {
+        let (msg, _) = decode::<ControllerMessage>(&frame(GRANT_ADDED))
+            .unwrap()
+            .unwrap();
+        let ControllerMessage::GrantAdded { grant, .. } = &msg else {
+            panic!("{msg:?}");
+        };
+        assert_eq!(grant.public_key.to_bytes()[0], 0xc5);
+        assert_eq!(grant.preshared_key, PresharedKey::from([9; 32]));
+        let mut again = Vec::new();
+        encode(&msg, &mut again);
+        assert_eq!(again, frame(GRANT_ADDED));
+    }
+
+    #[test]
+    fn a_malformed_key_is_a_malformed_message_that_does_not_show_the_key() {
+        for (field, bad) in [("public_key", "c2VjcmV0"), ("preshared_key", "c2VjcmV0")] {
+            let good = if field == "public_key" {
+                "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg="
+            } else {
+                "CQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQk="
+            };
+            let body = GRANT_ADDED.replace(good, bad);
+            let err = decode::<ControllerMessage>(&frame(&body)).unwrap_err();
+            let text = err.to_string();
+            assert!(matches!(err, DecodeError::Malformed(_)), "{text}");
+            assert!(text.contains("key: 6 bytes of base64"), "{text}");
+            assert!(!text.contains(bad), "{text}");
+        }
     }
 
     #[test]

@@ -1,4 +1,5 @@
 //! Reading framed messages from a byte stream (a QUIC stream, for every control channel).
+//! The crate's only IO, behind the `stream` feature.
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 

@@ -1,8 +1,10 @@
-//! The per-packet entitlement checks.
+//! The per-packet entitlement checks. Which packets a grant admits is decided by
+//! [`Admission::admits`] alone; this module only reads the protocol and port out of a packet
+//! and adds the gateway's own checks (the source address, fragments).
 
 use std::net::IpAddr;
 
-use model::{Protocol, Resource};
+use model::{Admission, Protocol};
 use packet::{Fragment, IpPacket, Transport};
 
 use crate::DropReason;
@@ -18,12 +20,43 @@ pub(crate) enum Inbound {
     Deny(DropReason),
 }
 
+/// Whether `admission` admits `packet` on its way to a resource: its destination address,
+/// protocol and destination port. The gateway checks every packet out of a grant's tunnel
+/// with it, and the client's router picks the resource a packet belongs to with it, so the
+/// two agree on every packet.
+pub fn admits(admission: &Admission, packet: &IpPacket<'_>) -> bool {
+    let (protocol, port) = protocol_and_port(packet, Side::Destination);
+    admission.admits(packet.dst(), protocol, port)
+}
+
+#[derive(Clone, Copy)]
+enum Side {
+    Source,
+    Destination,
+}
+
+/// The packet's protocol as [`Admission::admits`] takes it (`None` for protocols other than
+/// TCP, UDP and ICMP) and its source or destination port (0 for ICMP and others).
+fn protocol_and_port(packet: &IpPacket<'_>, side: Side) -> (Option<Protocol>, u16) {
+    let pick = |src: u16, dst: u16| match side {
+        Side::Source => src,
+        Side::Destination => dst,
+    };
+    match packet.transport() {
+        Transport::Tcp { src_port, dst_port } => (Some(Protocol::Tcp), pick(src_port, dst_port)),
+        Transport::Udp { src_port, dst_port } => (Some(Protocol::Udp), pick(src_port, dst_port)),
+        Transport::Icmp { .. } => (Some(Protocol::Icmp), 0),
+        Transport::Other => (None, 0),
+    }
+}
+
 /// Checks a decrypted packet against its grant: the source must be `tunnel_address`; the
-/// destination, protocol and destination port must lie inside `resource`.
+/// destination, protocol and destination port must be admitted by `admission`. A packet of
+/// a protocol no port rule can name is dropped silently as unsupported.
 pub(crate) fn inbound(
     packet: &IpPacket<'_>,
     tunnel_address: IpAddr,
-    resource: &Resource,
+    admission: &Admission,
 ) -> Inbound {
     if packet.src() != tunnel_address {
         return Inbound::Deny(DropReason::SpoofedSource);
@@ -31,41 +64,33 @@ pub(crate) fn inbound(
     if packet.fragment() != Fragment::None {
         return Inbound::Deny(DropReason::Fragment);
     }
-    let (protocol, port) = match packet.transport() {
-        Transport::Tcp { dst_port, .. } => (Protocol::Tcp, dst_port),
-        Transport::Udp { dst_port, .. } => (Protocol::Udp, dst_port),
-        Transport::Icmp { .. } => (Protocol::Icmp, 0),
-        Transport::Other => return Inbound::Deny(DropReason::UnsupportedProtocol),
-    };
-    if resource.admits(packet.dst(), protocol, port) {
-        Inbound::Allow
-    } else if protocol == Protocol::Icmp {
-        Inbound::Deny(DropReason::OutsideResource)
-    } else {
-        Inbound::DenyWithIcmp(DropReason::OutsideResource)
+    if admits(admission, packet) {
+        return Inbound::Allow;
+    }
+    match protocol_and_port(packet, Side::Destination).0 {
+        None => Inbound::Deny(DropReason::UnsupportedProtocol),
+        Some(Protocol::Icmp) => Inbound::Deny(DropReason::OutsideResource),
+        Some(_) => Inbound::DenyWithIcmp(DropReason::OutsideResource),
     }
 }
 
 /// Whether a packet from the TUN device is the resource side of a flow of this grant: sent to
-/// `tunnel_address`, from an address, protocol and source port inside `resource`.
-pub(crate) fn outbound(packet: &IpPacket<'_>, tunnel_address: IpAddr, resource: &Resource) -> bool {
+/// `tunnel_address`, from an address, protocol and source port that `admission` admits.
+pub(crate) fn outbound(
+    packet: &IpPacket<'_>,
+    tunnel_address: IpAddr,
+    admission: &Admission,
+) -> bool {
     if packet.dst() != tunnel_address || packet.fragment() != Fragment::None {
         return false;
     }
-    let (protocol, port) = match packet.transport() {
-        Transport::Tcp { src_port, .. } => (Protocol::Tcp, src_port),
-        Transport::Udp { src_port, .. } => (Protocol::Udp, src_port),
-        Transport::Icmp { .. } => (Protocol::Icmp, 0),
-        Transport::Other => return false,
-    };
-    resource.admits(packet.src(), protocol, port)
+    let (protocol, port) = protocol_and_port(packet, Side::Source);
+    admission.admits(packet.src(), protocol, port)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use jiff::Timestamp;
-    use model::{ResourceId, SiteId};
     use packet::PacketBuilder;
     use test_case::test_case;
 
@@ -73,18 +98,14 @@ mod tests {
         s.parse().unwrap()
     }
 
-    fn resource(addresses: &[&str], ports: &[&str]) -> Resource {
-        Resource {
-            id: ResourceId::new(),
-            name: "r".into(),
-            site_id: SiteId::new(),
-            addresses: addresses
+    fn resource(addresses: &[&str], ports: &[&str]) -> Admission {
+        Admission::new(
+            addresses
                 .iter()
                 .map(|a| model::parse_address(a).unwrap())
                 .collect(),
-            ports: ports.iter().map(|p| p.parse().unwrap()).collect(),
-            created_at: Timestamp::UNIX_EPOCH,
-        }
+            ports.iter().map(|p| p.parse().unwrap()).collect(),
+        )
     }
 
     const ME: &str = "100.64.0.2";
@@ -120,6 +141,50 @@ mod tests {
             inbound(&IpPacket::parse(&gre).unwrap(), ip(ME), &r),
             Inbound::Deny(DropReason::UnsupportedProtocol)
         );
+    }
+
+    /// A packet of IP protocol `protocol` (neither TCP, UDP nor ICMP) from `src` to `dst`.
+    fn other_protocol(src: &str, dst: &str, protocol: u8) -> Vec<u8> {
+        let mut p = PacketBuilder::udp(ip(src), ip(dst), 1, 2).build(b"");
+        if p[0] >> 4 == 6 {
+            p[6] = protocol;
+        } else {
+            p[9] = protocol;
+            p[10..12].copy_from_slice(&[0, 0]);
+            let sum = packet::checksum(&p[..20]);
+            p[10..12].copy_from_slice(&sum.to_be_bytes());
+        }
+        p
+    }
+
+    /// The gateway half of the agreement with the client's router (see its test
+    /// `empty_ports_do_not_tunnel_other_protocols`): with an empty port list, protocol 253
+    /// and GRE are not admitted, over IPv4 and IPv6, while TCP, UDP and ICMP are.
+    #[test]
+    fn empty_ports_do_not_admit_protocol_253_or_gre() {
+        let r = resource(&["10.0.5.0/24", "fd00:5::/64"], &[]);
+        for (me, dst) in [(ME, "10.0.5.9"), ("fd00:64::2", "fd00:5::9")] {
+            for protocol in [253, 47] {
+                let bytes = other_protocol(me, dst, protocol);
+                let p = IpPacket::parse(&bytes).unwrap();
+                assert_eq!(p.transport(), Transport::Other);
+                assert!(!admits(&r, &p), "protocol {protocol} to {dst}");
+                assert_eq!(
+                    inbound(&p, ip(me), &r),
+                    Inbound::Deny(DropReason::UnsupportedProtocol)
+                );
+            }
+            for b in [
+                PacketBuilder::tcp(ip(me), ip(dst), 40000, 22),
+                PacketBuilder::udp(ip(me), ip(dst), 40000, 65535),
+                PacketBuilder::icmp(ip(me), ip(dst), if dst.contains(':') { 128 } else { 8 }, 0),
+            ] {
+                let bytes = b.build(b"x");
+                let p = IpPacket::parse(&bytes).unwrap();
+                assert!(admits(&r, &p), "{b:?}");
+                assert_eq!(inbound(&p, ip(me), &r), Inbound::Allow, "{b:?}");
+            }
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@ use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::{Packet, Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
 use jiff::Timestamp;
-use model::{GrantId, Resource};
+use model::{Admission, GrantId};
 use packet::IpPacket;
 
 use crate::filter::{self, Inbound};
@@ -74,8 +74,8 @@ pub struct GrantConfig {
     pub preshared_key: [u8; 32],
     /// The device's address inside the tunnel: the only source its packets may have.
     pub tunnel_address: IpAddr,
-    /// What the grant reaches.
-    pub resource: Resource,
+    /// What the grant reaches: the destinations, protocols and ports its packets may have.
+    pub admission: Admission,
     /// When the grant ends (wall time).
     pub expires_at: Timestamp,
 }
@@ -85,7 +85,7 @@ impl fmt::Debug for GrantConfig {
         f.debug_struct("GrantConfig")
             .field("id", &self.id)
             .field("tunnel_address", &self.tunnel_address)
-            .field("resource", &self.resource.id)
+            .field("admission", &self.admission)
             .field("expires_at", &self.expires_at)
             .finish_non_exhaustive()
     }
@@ -333,7 +333,7 @@ impl GatewayTunnel {
             index,
             Some(self.rate_limiter.clone()),
         );
-        tracing::debug!(grant = %id, resource = %grant.resource.id, "grant added");
+        tracing::debug!(grant = %id, addresses = ?grant.admission.addresses, "grant added");
         self.peers.insert(
             index,
             Peer {
@@ -498,7 +498,7 @@ impl GatewayTunnel {
                     self.out.drop(DropReason::MalformedPacket);
                     return None;
                 };
-                match filter::inbound(&parsed, peer.config.tunnel_address, &peer.config.resource) {
+                match filter::inbound(&parsed, peer.config.tunnel_address, &peer.config.admission) {
                     Inbound::Allow => {
                         self.out.stats.rx_packets += 1;
                         self.out.stats.rx_bytes += parsed.len() as u64;
@@ -558,7 +558,7 @@ impl GatewayTunnel {
         for &i in candidates.unwrap_or_default() {
             let p = &self.peers[&i];
             if (index.is_none() || p.last_rx > newest)
-                && filter::outbound(&parsed, p.config.tunnel_address, &p.config.resource)
+                && filter::outbound(&parsed, p.config.tunnel_address, &p.config.admission)
             {
                 index = Some(i);
                 newest = p.last_rx;

@@ -1,6 +1,8 @@
 //! The sans-IO WireGuard tunnel core shared by gateways and clients: one boringtun `Tunn`
 //! per grant, the gateway's per-packet entitlement filter (inner source must be the grant's
-//! tunnel address; destination, protocol and port must lie inside the grant's resource),
+//! tunnel address; destination, protocol and port must be admitted by the grant's
+//! [`model::Admission`], read out of a packet by [`admits`], which the client's router uses
+//! too),
 //! routing of datagrams to grants by handshake key and receiver index, handshake rate
 //! limiting, grant expiry, and a matching client-side tunnel. It does no IO and never reads
 //! the clock: every input carries `now`, outputs are polled. See [`GatewayTunnel`] for the
@@ -14,6 +16,7 @@ mod output;
 mod stats;
 
 pub use client::{ClientConfig, ClientEvent, ClientTunnel};
+pub use filter::admits;
 pub use gateway::{Event, GatewayConfig, GatewayTunnel, GrantConfig, GrantError};
 pub use output::Transmit;
 pub use stats::{DropCounters, DropReason, Stats};

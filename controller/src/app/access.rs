@@ -54,11 +54,13 @@ pub struct AccessGrant {
     /// The gateway that serves it.
     pub gateway_id: GatewayId,
     /// The gateway's WireGuard public key (base64).
-    pub gateway_public_key: String,
+    #[schema(value_type = String)]
+    pub gateway_public_key: model::WgKey,
     /// The gateway's UDP endpoint (`host:port`).
     pub gateway_endpoint: String,
     /// The preshared key of this grant (base64, 32 bytes). Keep it secret.
-    pub preshared_key: String,
+    #[schema(value_type = String)]
+    pub preshared_key: model::PresharedKey,
     /// The device's address inside the tunnel.
     #[schema(value_type = String)]
     pub tunnel_address: IpAddr,
@@ -100,11 +102,11 @@ pub enum AccessOutcome {
     },
 }
 
-/// A fresh WireGuard preshared key (base64 of 32 random bytes).
-fn preshared_key() -> String {
+/// A fresh WireGuard preshared key (32 random bytes).
+fn preshared_key() -> model::PresharedKey {
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
-    STANDARD.encode(bytes)
+    model::PresharedKey::from(bytes)
 }
 
 /// Checks a WireGuard public key: base64 of 32 bytes.
@@ -191,6 +193,12 @@ impl Service {
                 gateway: gateway.name,
             });
         };
+        // Checked when the gateway said hello; a key that no longer parses is no key.
+        let Ok(gateway_public_key) = gateway_public_key.parse::<model::WgKey>() else {
+            return Err(ServiceError::GatewayNotReady {
+                gateway: gateway.name,
+            });
+        };
         let tunnel_address = self
             .allocate_tunnel_address(&mut tx, evaluation.device.id, expires_at, evaluation.now)
             .await?;
@@ -209,7 +217,7 @@ impl Service {
             revoked_at: None,
         };
         store::insert_grant(&mut tx, &grant).await?;
-        store::set_preshared_key(&mut tx, grant.id, &psk).await?;
+        store::set_preshared_key(&mut tx, grant.id, &psk.to_base64()).await?;
         let mut extra = serde_json::Map::new();
         extra.insert("grant".into(), grant.id.to_string().into());
         self.audit_decision(&mut tx, actor, &evaluation, Some(gateway.id), extra)
@@ -231,7 +239,10 @@ impl Service {
 
         let spec = proto::GrantSpec {
             id: grant.id,
-            public_key: grant.public_key.clone(),
+            public_key: grant
+                .public_key
+                .parse()
+                .map_err(|e: model::KeyError| invalid("public_key", e.to_string()))?,
             preshared_key: psk.clone(),
             tunnel_address,
             addresses: evaluation.resource.addresses.clone(),
@@ -362,6 +373,6 @@ mod tests {
         assert!(check_wireguard_key("k", "not base64!").is_err());
         let (a, b) = (preshared_key(), preshared_key());
         assert_ne!(a, b);
-        assert_eq!(STANDARD.decode(a).unwrap().len(), 32);
+        assert_eq!(STANDARD.decode(a.to_base64()).unwrap().len(), 32);
     }
 }

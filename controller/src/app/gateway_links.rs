@@ -79,7 +79,7 @@ impl Service {
         let Some(r) = store::get_resource(&mut c, g.resource_id).await? else {
             return Ok(None);
         };
-        Ok(Some(grant_spec(g, preshared_key, &r)))
+        Ok(Some(grant_spec(g, preshared_key, &r)?))
     }
 
     /// Every live grant of a gateway as the gateway needs it.
@@ -102,22 +102,30 @@ impl Service {
             let Some(r) = r else {
                 continue;
             };
-            specs.push(grant_spec(g, preshared_key, r));
+            specs.push(grant_spec(g, preshared_key, r)?);
         }
         Ok(specs)
     }
 }
 
-pub(crate) fn grant_spec(g: model::Grant, preshared_key: String, r: &model::Resource) -> GrantSpec {
-    GrantSpec {
+pub(crate) fn grant_spec(
+    g: model::Grant,
+    preshared_key: String,
+    r: &model::Resource,
+) -> Result<GrantSpec, ServiceError> {
+    let corrupt = |e: model::KeyError| store::StoreError::Corrupt {
+        table: "grants",
+        message: e.to_string(),
+    };
+    Ok(GrantSpec {
         id: g.id,
-        public_key: g.public_key,
-        preshared_key,
+        public_key: g.public_key.parse().map_err(corrupt)?,
+        preshared_key: preshared_key.parse().map_err(corrupt)?,
         tunnel_address: g.tunnel_address,
         addresses: r.addresses.clone(),
         ports: r.ports.clone(),
         expires_at: g.expires_at,
-    }
+    })
 }
 
 fn gateway_actor(id: GatewayId, name: &str) -> Actor {

@@ -442,7 +442,7 @@ async fn access_is_granted_after_the_gateway_ack_and_revocations_are_pushed() {
     let ControllerMessage::GrantAdded { seq, grant } = &msg else {
         panic!("expected grant_added, got {msg:?}");
     };
-    assert_eq!(grant.public_key, wg_key);
+    assert_eq!(grant.public_key.to_string(), wg_key);
     assert_eq!(grant.tunnel_address, welcome.tunnel_address);
     let seq = *seq;
     gw.apply(msg);

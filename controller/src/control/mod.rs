@@ -34,7 +34,7 @@ use crate::bus::{Command, ControlEvent};
 use crate::tls::TlsIdentity;
 
 /// The ALPN protocol of the gateway control channel.
-pub const CONTROL_ALPN: &[u8] = b"postern-control/1";
+pub use proto::GATEWAY_ALPN as CONTROL_ALPN;
 
 /// How long a gateway may take to open its stream and send its first frames.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

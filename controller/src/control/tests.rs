@@ -560,14 +560,20 @@ async fn access_waits_for_the_ack_and_the_full_sync_repeats_the_grant() {
     assert_eq!(body["gateway_public_key"], json!(gw.public_key));
     assert_eq!(body["gateway_endpoint"], json!("gw1.example.com:51820"));
     assert_eq!(body["preshared_key"], json!(grant.preshared_key));
-    assert_eq!(STANDARD.decode(&grant.preshared_key).unwrap().len(), 32);
+    assert_eq!(
+        STANDARD
+            .decode(grant.preshared_key.to_base64())
+            .unwrap()
+            .len(),
+        32
+    );
     assert_eq!(body["tunnel_address"], json!(grant.tunnel_address));
     let tunnel: ipnet::IpNet = DEFAULT_TUNNEL_NETWORK.parse().unwrap();
     assert!(tunnel.contains(&grant.tunnel_address));
     assert_eq!(body["addresses"], json!(["10.0.5.20/32"]));
     assert_eq!(body["ports"], json!(["tcp/22"]));
     assert_eq!(body["expires_at"], json!(grant.expires_at));
-    assert_eq!(grant.public_key, device_key);
+    assert_eq!(grant.public_key.to_string(), device_key);
 
     // The decision is audited with the gateway it chose.
     let allow = h.get("/audit?kind=decision.allow").await;
@@ -595,7 +601,7 @@ async fn access_waits_for_the_ack_and_the_full_sync_repeats_the_grant() {
         .unwrap();
     let grants_json = h.get("/grants").await.to_string();
     let gateways_json = h.get("/gateways").await.to_string();
-    for secret in [&grant.preshared_key, &gw.credential, &token] {
+    for secret in [&grant.preshared_key.to_base64(), &gw.credential, &token] {
         assert!(!audit.contains(secret.as_str()), "secret in the audit log");
         assert!(!grants_json.contains(secret.as_str()), "secret in /grants");
         assert!(

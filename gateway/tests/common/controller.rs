@@ -29,7 +29,7 @@ impl Controller {
             .with_no_client_auth()
             .with_single_cert(vec![CertificateDer::clone(&der)], key)
             .unwrap();
-        tls.alpn_protocols = vec![gateway::ALPN.to_vec()];
+        tls.alpn_protocols = vec![proto::GATEWAY_ALPN.to_vec()];
         let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).unwrap();
         let config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         let endpoint = quinn::Endpoint::server(config, "127.0.0.1:0".parse().unwrap()).unwrap();
