@@ -213,8 +213,24 @@ fn entrypoint_with_environment_as_nobody() {
     let state = state_root();
     let state_dir = state.path().join("state");
     let entrypoint = entrypoint();
+    // A container runtime gives the container its own /dev with a /dev/net/tun node that
+    // anyone may open (access is gated by CAP_NET_ADMIN); some hosts' node is 0600. Do the
+    // same in a private mount namespace instead of relying on (or changing) the host's node.
+    let script = format!(
+        "mount -t tmpfs -o mode=0755 postern-test-dev /dev/net && \
+         mknod -m 0666 /dev/net/tun c 10 200 && exec sh {}",
+        entrypoint.to_str().unwrap()
+    );
     let child = ns
-        .command(&["sh", entrypoint.to_str().unwrap()])
+        .command(&[
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &script,
+        ])
         .env("POSTERN_GATEWAY_BIN", gateway_bin())
         .env("POSTERN_RUN_AS", "nobody")
         .env("POSTERN_CONTROLLER", CONTROLLER)
