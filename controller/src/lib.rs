@@ -6,7 +6,8 @@
 //!
 //! - [`serve`] builds the store, the bus, the services and the endpoints, once;
 //! - shells: `http` (REST API and web UI), `control` (QUIC links of gateways and
-//!   clients), `cluster` (the replicas' `LISTEN`/`NOTIFY`); they call the services only;
+//!   clients), `cluster` (the replicas' `LISTEN`/`NOTIFY`), `timers` (grants end on time);
+//!   they call the services only;
 //! - `app`: the application services, one file per object family over a small kernel;
 //! - `bus`: the in-memory fan-out to gateway and client links and other replicas;
 //! - `store`: SQL only; and the leaves `crypto`, `secrets`, `totp`, `tls`.
@@ -19,6 +20,7 @@ mod control;
 mod crypto;
 mod http;
 mod secrets;
+mod timers;
 mod tls;
 mod totp;
 
@@ -203,6 +205,8 @@ pub async fn serve(
             "identity providers from the config file"
         );
     }
+    // Time is a change too: grants end on time, with the reasons.
+    let timer = timers::start(service.clone());
     let setup_code = service
         .prepare_setup()
         .await
@@ -282,6 +286,7 @@ pub async fn serve(
             .await
     };
     control.shutdown().await;
+    timer.abort();
     store.close().await;
     result.context("serving HTTP")
 }

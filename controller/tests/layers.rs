@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! serve (lib.rs, main.rs, config.rs)
-//!   shells: http/, control/, cluster      never each other, never the store
+//!   shells: http/, control/, cluster,     never each other, never the store
+//!           timers
 //!   app/                                  never a shell; its kernel only its leaves
 //!   bus/                                  nothing above it, not the store
 //!   store                                 (SQL only)
@@ -33,7 +34,7 @@ fn layer_of(module: &[String]) -> Option<Layer> {
         "store" => Layer::Store,
         "bus" => Layer::Bus,
         "app" => Layer::App,
-        "http" | "control" | "cluster" => Layer::Shell,
+        "http" | "control" | "cluster" | "timers" => Layer::Shell,
         "config" | "main" | "lib" => Layer::Top,
         _ => return None,
     })

@@ -68,6 +68,11 @@ pub enum ReasonCode {
     ClientOutdated,
     /// The device's serial number is not on the profile's allow-list.
     SerialNotAllowed,
+    /// A grant reached the end of its session (its policy's maximum session length) while
+    /// the decision still allowed it: the client asks again.
+    SessionEnded,
+    /// The user, device or resource a grant was issued for no longer exists.
+    SubjectGone,
 }
 
 impl ReasonCode {
@@ -98,6 +103,8 @@ impl ReasonCode {
             ReasonCode::ProcessMissing => "process_missing",
             ReasonCode::ClientOutdated => "client_outdated",
             ReasonCode::SerialNotAllowed => "serial_not_allowed",
+            ReasonCode::SessionEnded => "session_ended",
+            ReasonCode::SubjectGone => "subject_gone",
         }
     }
 }

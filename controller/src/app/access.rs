@@ -218,6 +218,16 @@ impl Service {
         };
         store::insert_grant(&mut tx, &grant).await?;
         store::set_preshared_key(&mut tx, grant.id, &psk.to_base64()).await?;
+        store::set_decision_facts(
+            &mut tx,
+            grant.id,
+            &store::DecisionFacts {
+                source: Some(evaluation.source),
+                identity_provider: decision_request.identity_provider.clone(),
+                last_mfa_at: decision_request.last_mfa_at,
+            },
+        )
+        .await?;
         let mut extra = serde_json::Map::new();
         extra.insert("grant".into(), grant.id.to_string().into());
         self.audit_decision(&mut tx, actor, &evaluation, Some(gateway.id), extra)
@@ -236,6 +246,7 @@ impl Service {
         .await?;
         tx.commit().await?;
         tracing::info!(grant = %grant.id, device = %grant.device_id, resource = %grant.resource_id, gateway = %gateway.id, "grant issued");
+        self.bus.deadline_changed();
 
         let spec = proto::GrantSpec {
             id: grant.id,

@@ -18,6 +18,7 @@ use super::access::AccessOutcome;
 use super::accounts::SignedIn;
 use super::decisions::DecisionRequest;
 use super::kernel::{Actor, Service, ServiceError, invalid, now, subject};
+use super::live::Cause;
 use crate::bus::ControlEvent;
 use crate::secrets;
 use store::{self, DeviceAuthorization, DeviceSessionRecord, GrantFilter};
@@ -826,7 +827,7 @@ impl Service {
         &self,
         ctx: &ClientContext,
         signed: &SignedReport,
-        source: IpAddr,
+        _source: IpAddr,
     ) -> Result<model::PostureReport> {
         let now = now();
         let report = signed
@@ -840,53 +841,16 @@ impl Service {
             ));
         }
         store::set_posture(&mut tx, ctx.device.id, &report).await?;
-        let live = store::list_grants(
-            &mut tx,
-            &GrantFilter {
-                device: Some(ctx.device.id),
-                live_at: Some(now),
-                ..Default::default()
-            },
-        )
-        .await?;
-        let mut revoked = Vec::new();
-        for grant in live {
-            let request = DecisionRequest {
-                user_id: ctx.user.id,
-                device_id: ctx.device.id,
-                resource_id: grant.resource_id,
-                source: source.to_string(),
-                identity_provider: Some(ctx.session.provider.clone()),
-                last_mfa_at: ctx.session.mfa_at,
-            };
-            let evaluation = self.evaluate(&mut tx, &request).await?;
-            if let policy::Decision::Deny { reasons } = &evaluation.decision {
-                let why = reasons
-                    .iter()
-                    .map(|r| r.message.as_str())
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                self.audit_decision(
-                    &mut tx,
-                    &ctx.actor(),
-                    &evaluation,
-                    Some(grant.gateway_id),
-                    serde_json::Map::new(),
-                )
-                .await?;
-                revoked.extend(
-                    self.revoke_in(
-                        &mut tx,
-                        &Actor::system(),
-                        GrantFilter::for_grant(grant.id),
-                        &format!("posture check failed: {why}"),
-                    )
-                    .await?,
-                );
-            }
-        }
+        let changed = self
+            .reevaluate_in(
+                &mut tx,
+                &ctx.actor(),
+                &Cause::new("posture.reported", "device", ctx.device.id),
+                GrantFilter::for_device(ctx.device.id),
+            )
+            .await?;
         tx.commit().await?;
-        self.announce(revoked);
+        self.announce_reevaluation(changed).await;
         self.bus.emit(ControlEvent::PostureChanged(ctx.device.id));
         Ok(report)
     }

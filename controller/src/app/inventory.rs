@@ -455,7 +455,11 @@ impl Service {
             serde_json::to_value(&r).unwrap_or_default(),
         )
         .await?;
-        let revoked = if r != old {
+        // What live grants admit is fixed at their gateway: a change of what the resource
+        // is (not of its name) ends them, and the client asks again on its next packet.
+        let reaches_other =
+            r.addresses != old.addresses || r.ports != old.ports || r.site_id != old.site_id;
+        let revoked = if reaches_other {
             self.revoke_in(
                 &mut tx,
                 actor,

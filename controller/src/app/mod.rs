@@ -18,6 +18,7 @@ mod grants;
 mod identities;
 mod inventory;
 mod kernel;
+mod live;
 mod lockout;
 mod people;
 mod policies;

@@ -7,6 +7,7 @@ use super::kernel::{
     Actor, Result, Service, ServiceError, check_email, invalid, name, now, on_duplicate, subject,
     unused,
 };
+use super::live::{Cause, Reevaluation};
 use store::{self, GrantFilter, PolicyRef, StoreError};
 
 /// A user to create.
@@ -303,6 +304,7 @@ impl Service {
                 format!("no user has the id {}", input.user_id),
             ));
         }
+        let mut changed = Reevaluation::default();
         if store::add_member(&mut tx, group, input.user_id, now()).await? {
             self.audit(
                 &mut tx,
@@ -312,8 +314,18 @@ impl Service {
                 serde_json::json!({ "user": input.user_id }),
             )
             .await?;
+            // A deny policy of the group now covers the user's live access.
+            changed = self
+                .reevaluate_in(
+                    &mut tx,
+                    actor,
+                    &Cause::new("group.member_added", "group", group),
+                    GrantFilter::for_user(input.user_id),
+                )
+                .await?;
         }
         tx.commit().await?;
+        self.announce_reevaluation(changed).await;
         Ok(())
     }
 
@@ -332,28 +344,16 @@ impl Service {
             serde_json::json!({ "user": user }),
         )
         .await?;
-        let mut revoked = Vec::new();
-        for p in store::list_policies(&mut tx)
-            .await?
-            .into_iter()
-            .filter(|p| p.group_id == group)
-        {
-            revoked.extend(
-                self.revoke_in(
-                    &mut tx,
-                    actor,
-                    GrantFilter {
-                        user: Some(user),
-                        policy: Some(p.id),
-                        ..Default::default()
-                    },
-                    "removed from group",
-                )
-                .await?,
-            );
-        }
+        let changed = self
+            .reevaluate_in(
+                &mut tx,
+                actor,
+                &Cause::new("group.member_removed", "group", group),
+                GrantFilter::for_user(user),
+            )
+            .await?;
         tx.commit().await?;
-        self.announce(revoked);
+        self.announce_reevaluation(changed).await;
         Ok(())
     }
 }

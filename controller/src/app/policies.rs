@@ -11,6 +11,7 @@ use super::kernel::{
     Actor, DAY, Result, Service, ServiceError, addresses, duration, invalid, name, now,
     on_duplicate, subject,
 };
+use super::live::{Cause, Reevaluation};
 use store::{self, Conn, GrantFilter};
 
 /// A policy's conditions as written in a request.
@@ -166,20 +167,18 @@ impl Service {
             serde_json::to_value(&p).unwrap_or_default(),
         )
         .await?;
-        // A new deny policy must cut existing access it covers.
-        let revoked = if p.action == PolicyAction::Deny && !p.disabled {
-            self.revoke_in(
+        // A new deny policy cuts existing access it covers; a new allow changes nothing
+        // that is live, but deciding again costs little and keeps one rule.
+        let changed = self
+            .reevaluate_in(
                 &mut tx,
                 actor,
+                &Cause::new("policy.created", "policy", p.id),
                 GrantFilter::for_resource(p.resource_id),
-                "deny policy added",
             )
-            .await?
-        } else {
-            Vec::new()
-        };
+            .await?;
         tx.commit().await?;
-        self.announce(revoked);
+        self.announce_reevaluation(changed).await;
         Ok(p)
     }
 
@@ -207,30 +206,31 @@ impl Service {
             serde_json::to_value(&p).unwrap_or_default(),
         )
         .await?;
-        let mut revoked = Vec::new();
+        let mut changed = Reevaluation::default();
         if p != old {
-            revoked = self
-                .revoke_in(
+            let cause = Cause::new("policy.updated", "policy", id);
+            changed = self
+                .reevaluate_in(
                     &mut tx,
                     actor,
-                    GrantFilter::for_policy(id),
-                    "policy changed",
+                    &cause,
+                    GrantFilter::for_resource(old.resource_id),
                 )
                 .await?;
-            if p.action == PolicyAction::Deny && !p.disabled {
-                revoked.extend(
-                    self.revoke_in(
+            if p.resource_id != old.resource_id {
+                changed.extend(
+                    self.reevaluate_in(
                         &mut tx,
                         actor,
+                        &cause,
                         GrantFilter::for_resource(p.resource_id),
-                        "deny policy changed",
                     )
                     .await?,
                 );
             }
         }
         tx.commit().await?;
-        self.announce(revoked);
+        self.announce_reevaluation(changed).await;
         Ok(p)
     }
 
@@ -238,20 +238,24 @@ impl Service {
     pub async fn delete_policy(&self, actor: &Actor, id: PolicyId) -> Result<()> {
         Self::require_admin(actor)?;
         let mut tx = self.store.begin().await?;
+        let deleted = store::get_policy(&mut tx, id)
+            .await?
+            .ok_or(ServiceError::NotFound("policy"))?;
         if !store::delete_policy(&mut tx, id).await? {
             return Err(ServiceError::NotFound("policy"));
         }
-        let revoked = self
-            .record_deletion(
+        self.record_deletion(&mut tx, actor, "policy", id, None)
+            .await?;
+        let changed = self
+            .reevaluate_in(
                 &mut tx,
                 actor,
-                "policy",
-                id,
-                Some(GrantFilter::for_policy(id)),
+                &Cause::new("policy.deleted", "policy", id),
+                GrantFilter::for_resource(deleted.resource_id),
             )
             .await?;
         tx.commit().await?;
-        self.announce(revoked);
+        self.announce_reevaluation(changed).await;
         Ok(())
     }
 }

@@ -1,11 +1,12 @@
 //! Posture profiles.
 
-use model::{PostureProfile, PostureProfileId};
+use model::{PostureProfile, PostureProfileId, ResourceId};
 use serde::Deserialize;
 
 use super::kernel::{
     Actor, Result, Service, ServiceError, invalid, name, now, on_duplicate, subject, unused,
 };
+use super::live::{Cause, Reevaluation};
 use store::{self, GrantFilter};
 
 /// A posture profile to create or replace.
@@ -151,26 +152,26 @@ impl Service {
             serde_json::to_value(&p).unwrap_or_default(),
         )
         .await?;
-        let mut revoked = Vec::new();
+        let mut changed = Reevaluation::default();
         if old != p {
-            for pol in store::list_policies(&mut tx)
+            let cause = Cause::new("posture_profile.updated", "posture_profile", id);
+            let mut resources: Vec<ResourceId> = store::list_policies(&mut tx)
                 .await?
                 .into_iter()
                 .filter(|pol| pol.conditions.posture_profile_id == Some(id))
-            {
-                revoked.extend(
-                    self.revoke_in(
-                        &mut tx,
-                        actor,
-                        GrantFilter::for_policy(pol.id),
-                        "posture profile changed",
-                    )
-                    .await?,
+                .map(|pol| pol.resource_id)
+                .collect();
+            resources.sort();
+            resources.dedup();
+            for resource in resources {
+                changed.extend(
+                    self.reevaluate_in(&mut tx, actor, &cause, GrantFilter::for_resource(resource))
+                        .await?,
                 );
             }
         }
         tx.commit().await?;
-        self.announce(revoked);
+        self.announce_reevaluation(changed).await;
         Ok(p)
     }
 

@@ -19,9 +19,12 @@ use std::time::Instant;
 
 use super::accounts::{Me, NewSession, SESSION_LIFETIME, SignedIn};
 use super::kernel::{Actor, Service, ServiceError, invalid, subject};
+use super::live::{Cause, Reevaluation};
 use crate::crypto;
 use crate::secrets;
-use store::{self, Identity, IdentityProvider, OidcIdentity, PendingLogin, WebSession};
+use store::{
+    self, GrantFilter, Identity, IdentityProvider, OidcIdentity, PendingLogin, WebSession,
+};
 
 type Result<T, E = ServiceError> = std::result::Result<T, E>;
 
@@ -812,7 +815,21 @@ impl Service {
             }),
         )
         .await?;
+        // Memberships the provider's groups claim added or removed change decisions: a
+        // removed group's allow or an added group's deny applies to live access now.
+        let changed = if added.is_empty() && removed.is_empty() {
+            Reevaluation::default()
+        } else {
+            self.reevaluate_in(
+                &mut tx,
+                &actor,
+                &Cause::new("group.synced", "user", user.id),
+                GrantFilter::for_user(user.id),
+            )
+            .await?
+        };
         tx.commit().await?;
+        self.announce_reevaluation(changed).await;
         tracing::info!(user = %user.id, session = %session.id, provider = %provider.name, "signed in with OIDC");
         let me: Me = self
             .me(&SignedIn {

@@ -26,6 +26,8 @@ pub(crate) use replicas::{
 #[derive(Debug, Clone)]
 pub(crate) struct Bus {
     events: broadcast::Sender<ControlEvent>,
+    /// Wakes the timer that ends grants when an earlier deadline may exist.
+    deadlines: Arc<tokio::sync::Notify>,
     gateways: Arc<Registry>,
     replicas: Arc<Cluster>,
 }
@@ -36,9 +38,20 @@ impl Bus {
         let (events, _) = broadcast::channel(capacity);
         Self {
             events,
+            deadlines: Arc::default(),
             gateways: Arc::default(),
             replicas: Arc::default(),
         }
+    }
+
+    /// Tells the timer that a grant's deadline may now be earlier than it waits for.
+    pub(crate) fn deadline_changed(&self) {
+        self.deadlines.notify_one();
+    }
+
+    /// Resolves when [`Bus::deadline_changed`] was called since the last time.
+    pub(crate) async fn deadline_moved(&self) {
+        self.deadlines.notified().await;
     }
 
     /// Subscribes to control events.

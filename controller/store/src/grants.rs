@@ -337,3 +337,159 @@ pub async fn grant_revoke_reason(
             .await?;
     Ok(reason.flatten())
 }
+
+/// The facts a grant's decision was made on besides the objects themselves.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DecisionFacts {
+    /// The address the access request came from (`None` for grants issued before it was
+    /// recorded).
+    pub source: Option<IpAddr>,
+    /// The identity provider of the sign-in behind the request.
+    pub identity_provider: Option<String>,
+    /// When that sign-in last completed MFA.
+    pub last_mfa_at: Option<Timestamp>,
+}
+
+/// Records the facts a grant was decided on.
+pub async fn set_decision_facts(
+    c: &mut Conn,
+    g: GrantId,
+    facts: &DecisionFacts,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE grants SET source = $2, identity_provider = $3, last_mfa_at = $4 WHERE id = $1",
+    )
+    .bind(g.to_string())
+    .bind(facts.source.map(|s| s.to_string()))
+    .bind(facts.identity_provider.clone())
+    .bind(opt_ms(facts.last_mfa_at))
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+#[derive(FromRow)]
+struct FactsRow {
+    id: String,
+    source: Option<String>,
+    identity_provider: Option<String>,
+    last_mfa_at: Option<i64>,
+}
+
+/// The grants matching `f` with the facts each was decided on, oldest first.
+pub async fn list_grants_with_facts(
+    c: &mut Conn,
+    f: &GrantFilter,
+) -> Result<Vec<(Grant, DecisionFacts)>, StoreError> {
+    let grants = list_grants(&mut *c, f).await?;
+    if grants.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (clause, binds, live) = f.where_clause();
+    let sql = format!("SELECT id, source, identity_provider, last_mfa_at FROM grants{clause}");
+    let mut q = sqlx::query_as::<_, FactsRow>(&sql);
+    for b in binds {
+        q = q.bind(b);
+    }
+    if let Some(live) = live {
+        q = q.bind(live);
+    }
+    let mut facts: std::collections::HashMap<String, DecisionFacts> = q
+        .fetch_all(&mut *c)
+        .await?
+        .into_iter()
+        .map(|r| {
+            let facts = DecisionFacts {
+                source: r.source.and_then(|s| s.parse().ok()),
+                identity_provider: r.identity_provider,
+                last_mfa_at: opt_ts(r.last_mfa_at),
+            };
+            (r.id, facts)
+        })
+        .collect();
+    let mut out: Vec<(Grant, DecisionFacts)> = grants
+        .into_iter()
+        .map(|g| {
+            let f = facts.remove(&g.id.to_string()).unwrap_or_default();
+            (g, f)
+        })
+        .collect();
+    out.reverse();
+    Ok(out)
+}
+
+/// Moves a live grant's expiry earlier (never later) and records the policy that now allows
+/// it; false when it is no longer live or already ends by then.
+pub async fn shorten_grant(
+    c: &mut Conn,
+    g: GrantId,
+    expires_at: Timestamp,
+    policy: PolicyId,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE grants SET expires_at = $2, policy_id = $3 \
+         WHERE id = $1 AND revoked_at IS NULL AND expires_at > $2",
+    )
+    .bind(g.to_string())
+    .bind(ms(expires_at))
+    .bind(policy.to_string())
+    .execute(c)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Records that another policy now allows a live grant.
+pub async fn set_grant_policy(
+    c: &mut Conn,
+    g: GrantId,
+    policy: PolicyId,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE grants SET policy_id = $2 WHERE id = $1 AND revoked_at IS NULL")
+        .bind(g.to_string())
+        .bind(policy.to_string())
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+/// The earliest expiry of a grant not yet ended (possibly in the past: then it is due).
+pub async fn next_grant_end(c: &mut Conn) -> Result<Option<Timestamp>, StoreError> {
+    let row: (Option<i64>,) =
+        sqlx::query_as("SELECT MIN(expires_at) FROM grants WHERE revoked_at IS NULL")
+            .fetch_one(c)
+            .await?;
+    Ok(opt_ts(row.0))
+}
+
+/// The grants not yet ended whose expiry is at or before `now`, with their facts.
+pub async fn due_grants(
+    c: &mut Conn,
+    now: Timestamp,
+    limit: i64,
+) -> Result<Vec<Grant>, StoreError> {
+    sqlx::query_as::<_, GrantRow>(&format!(
+        "SELECT {GRANT_COLUMNS} FROM grants WHERE revoked_at IS NULL AND expires_at <= $1 \
+         ORDER BY expires_at LIMIT $2"
+    ))
+    .bind(ms(now))
+    .bind(limit)
+    .fetch_all(c)
+    .await?
+    .into_iter()
+    .map(GrantRow::into_model)
+    .collect()
+}
+
+/// Ends a grant whose time is up: marks it ended at its expiry with `reason`, erasing its
+/// preshared key; false when it had ended already.
+pub async fn end_grant(c: &mut Conn, g: &Grant, reason: &str) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE grants SET revoked_at = expires_at, revoke_reason = $2, preshared_key = NULL \
+         WHERE id = $1 AND revoked_at IS NULL",
+    )
+    .bind(g.id.to_string())
+    .bind(reason)
+    .execute(c)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}

@@ -41,9 +41,10 @@ pub use devices::{
     revoke_enrollment_key, touch_device, update_device,
 };
 pub use grants::{
-    GrantFilter, get_grant, grant_revoke_reason, insert_grant, list_grants, live_grant_counts,
-    live_grant_with_key, live_grants_with_keys, public_key_in_use, revoke_grants,
-    set_preshared_key,
+    DecisionFacts, GrantFilter, due_grants, end_grant, get_grant, grant_revoke_reason,
+    insert_grant, list_grants, list_grants_with_facts, live_grant_counts, live_grant_with_key,
+    live_grants_with_keys, next_grant_end, public_key_in_use, revoke_grants, set_decision_facts,
+    set_grant_policy, set_preshared_key, shorten_grant,
 };
 pub use inventory::{
     GatewayToken, consume_gateway_token, delete_gateway, delete_site, gateway_by_credential,
