@@ -44,7 +44,7 @@ fn start_gateway_in(
     let state = StateDir::open(dir.path()).unwrap();
     let tunnel = GatewayTunnel::new(GatewayConfig::new([1; 32]), Instant::now());
     let public_key = tunnel.public_key();
-    let (dataplane, _task) = DataPlaneHandle::without_io(tunnel);
+    let (dataplane, _task) = DataPlaneHandle::without_io(tunnel, gateway::DEFAULT_CONTROLLER_GRACE);
     let status = Arc::new(Status::default());
     let config = ControlLinkConfig {
         controller: format!("https://localhost:{}", controller.addr().port())
