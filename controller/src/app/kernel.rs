@@ -432,7 +432,8 @@ impl Service {
         self.tunnel_network
     }
 
-    /// The store.
+    /// The store, for operator tools and tests. The shells never use it: they go through
+    /// the services (`controller/tests/layers.rs` refuses a `.store()` call in a shell).
     pub fn store(&self) -> &Store {
         &self.store
     }
