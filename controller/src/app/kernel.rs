@@ -508,6 +508,7 @@ impl Service {
                 serde_json::json!({
                     "device": g.device_id, "user": g.user_id, "resource": g.resource_id,
                     "gateway": g.gateway_id, "policy": g.policy_id, "reason": reason,
+                    "cause": reason, "by": actor.id,
                 }),
             )
             .await?;
