@@ -13,6 +13,7 @@
 //! call [`Service::reevaluate_in`] inside their transaction and
 //! [`Service::announce_reevaluation`] after committing.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -94,21 +95,18 @@ impl Objects {
         facts: &DecisionFacts,
         now: Timestamp,
     ) -> Result<Verdict> {
-        if !self.users.contains_key(&g.user_id) {
-            let user = store::get_user(c, g.user_id).await?;
-            self.users.insert(g.user_id, user);
+        if let Entry::Vacant(e) = self.users.entry(g.user_id) {
+            e.insert(store::get_user(c, g.user_id).await?);
             let groups = store::groups_of_user(c, g.user_id).await?;
             self.groups.insert(g.user_id, groups);
         }
-        if !self.devices.contains_key(&g.device_id) {
-            let device = store::get_device(c, g.device_id).await?;
-            self.devices.insert(g.device_id, device);
+        if let Entry::Vacant(e) = self.devices.entry(g.device_id) {
+            e.insert(store::get_device(c, g.device_id).await?);
             let posture = store::get_posture(c, g.device_id).await?;
             self.postures.insert(g.device_id, posture);
         }
-        if !self.resources.contains_key(&g.resource_id) {
-            let resource = store::get_resource(c, g.resource_id).await?;
-            self.resources.insert(g.resource_id, resource);
+        if let Entry::Vacant(e) = self.resources.entry(g.resource_id) {
+            e.insert(store::get_resource(c, g.resource_id).await?);
             let policies = store::policies_for_resource(c, g.resource_id).await?;
             self.policies.insert(g.resource_id, policies);
         }
