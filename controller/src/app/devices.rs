@@ -3,6 +3,7 @@
 use model::{Device, DeviceId, EnrollmentKeyId, UserId};
 use serde::Deserialize;
 
+use super::live::Cause;
 use super::kernel::{
     Actor, DAY, Issued, Result, Service, ServiceError, after, duration, invalid, name, now, subject,
 };
@@ -207,7 +208,16 @@ impl Service {
             .await?
             .ok_or(ServiceError::NotFound("device"))?;
         store::set_posture(&mut tx, device, report).await?;
+        let changed = self
+            .reevaluate_in(
+                &mut tx,
+                &Actor::system(),
+                &Cause::new("posture.recorded", "device", device),
+                GrantFilter::for_device(device),
+            )
+            .await?;
         tx.commit().await?;
+        self.announce_reevaluation(changed).await;
         Ok(())
     }
 
