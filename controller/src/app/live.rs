@@ -303,7 +303,10 @@ impl Service {
                 .pop()
                 .map(|(_, f)| f)
                 .unwrap_or_default();
-            let reasons = match objects.decide(&mut tx, &g, &facts, now).await? {
+            // Stored times are milliseconds, reports' are finer: decide just after the
+            // expiry, where what ended the grant (a stale report, say) has happened.
+            let at = now.max(g.expires_at + jiff::SignedDuration::from_millis(1));
+            let reasons = match objects.decide(&mut tx, &g, &facts, at).await? {
                 Verdict::Deny(reasons) => reasons,
                 Verdict::Allow { .. } => vec![policy::Reason::new(
                     policy::ReasonCode::SessionEnded,
@@ -320,7 +323,8 @@ impl Service {
                     subject("grant", g.id),
                     serde_json::json!({
                         "device": g.device_id, "user": g.user_id, "resource": g.resource_id,
-                        "gateway": g.gateway_id, "policy": g.policy_id, "cause": "time",
+                        "gateway": g.gateway_id, "policy": g.policy_id,
+                        "cause": cause.change, "changed": cause.subject, "by": actor.id,
                         "reason": text, "reason_codes": codes, "expires_at": g.expires_at,
                     }),
                 )
