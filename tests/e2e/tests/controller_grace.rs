@@ -10,9 +10,9 @@
 
 use std::time::{Duration, Instant};
 
-use e2e::client::{Daemon, Ticker, echo, echo_server, route_to_controller};
+use e2e::client::{Daemon, Ticker, echo, echo_server, routed_topology};
 use e2e::deploy::{Controller, Gateway};
-use e2e::topology::{CONTROLLER, GATEWAY_PUBLIC, RESOURCE_1, Topology};
+use e2e::topology::{CONTROLLER, RESOURCE_1};
 use e2e::wait_for;
 use serde_json::json;
 
@@ -21,15 +21,7 @@ const GRACE: Duration = Duration::from_secs(2);
 #[test]
 fn a_gateway_cut_off_from_its_controller_drops_its_grants_after_the_grace() {
     let dir = tempfile::tempdir().unwrap();
-    let t = Topology::new().unwrap();
-    route_to_controller(
-        &t.client,
-        GATEWAY_PUBLIC,
-        &t.controller,
-        "10.77.4.1",
-        "10.77.1.0/24",
-    )
-    .unwrap();
+    let t = routed_topology().unwrap();
     let _server = echo_server(&t.resource1, RESOURCE_1, 8080, dir.path()).unwrap();
     let ctl = Controller::start(&t, dir.path()).unwrap();
     let api = ctl.api.clone();
@@ -67,29 +59,9 @@ fn a_gateway_cut_off_from_its_controller_drops_its_grants_after_the_grace() {
         Some(json!({"name": "staff-wiki", "group_id": group["id"], "resource_id": app["id"]})),
     )
     .unwrap();
-    let key = api
-        .ok(
-            "POST",
-            "/api/v1/enrollment-keys",
-            Some(json!({"user_id": user["id"]})),
-        )
-        .unwrap();
     let daemon = Daemon::start(&t.client, dir.path(), "ann", "pst0", &[]).unwrap();
-    let out = daemon
-        .cli(&[
-            "login",
-            api.base(),
-            "--fingerprint",
-            &ctl.fingerprint,
-            "--enroll-key",
-            key["secret"].as_str().unwrap(),
-            "--name",
-            "ann-laptop",
-        ])
-        .unwrap();
-    assert!(out.status.success(), "{out:?}\n{}", daemon.log());
     daemon
-        .wait_state("connected", Duration::from_secs(15))
+        .login_with_key(&ctl, user["id"].as_str().unwrap(), "ann-laptop")
         .unwrap();
     echo(&t.client, RESOURCE_1, 8080, Duration::from_secs(5))
         .unwrap_or_else(|e| panic!("no access: {e:#}\n{}", daemon.log()));
