@@ -373,8 +373,13 @@ fn main() -> anyhow::Result<()> {
         }
         Ok::<_, anyhow::Error>(all)
     })?;
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
-        "\ncontroller services in process, 2 runtime workers (goal: 20,000 decisions/s on SQLite)\n"
+        "\ncontroller services in process, 2 runtime workers (goal: 20,000 decisions/s on SQLite; load average {})\n",
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     println!("| database | operation | tasks | count | per second | mean ms | p99 ms |");
     println!("|---|---|---|---|---|---|---|");

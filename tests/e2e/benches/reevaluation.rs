@@ -5,8 +5,9 @@
 //! the API answered, that is when the controller's transaction, which re-decides and
 //! revokes every grant, committed). On the way it measures how fast the grants were issued
 //! end to end (`POST /api/v1/access`, each acknowledged by the real gateway) with many
-//! requests in flight. One controller on SQLite, then one on PostgreSQL. Needs root and, for
-//! the PostgreSQL row, `POSTERN_TEST_POSTGRES_URL` and `POSTERN_TEST_POSTGRES_SOCKET`:
+//! requests in flight, overall and in the first and the last tenth. One controller on
+//! SQLite, then one on PostgreSQL. Needs root and, for the PostgreSQL row,
+//! `POSTERN_TEST_POSTGRES_URL` and `POSTERN_TEST_POSTGRES_SOCKET`:
 //!
 //! ```sh
 //! cargo bench -p e2e --bench reevaluation
@@ -38,6 +39,8 @@ struct Row {
     database: &'static str,
     enrolled_per_s: f64,
     issued_per_s: f64,
+    first_tenth_per_s: f64,
+    last_tenth_per_s: f64,
     answered: Duration,
     dropped: Duration,
 }
@@ -104,7 +107,18 @@ fn row(
         let body = json!({"user_id": ids.user, "device_id": device, "resource_id": ids.app, "source": CLIENT, "public_key": random_key()});
         requests.push(("POST".to_owned(), "/api/v1/access".to_owned(), Some(body)));
     }
-    let (_, issue_time) = all_ok(&api, "issuing grants", requests)?;
+    // In tenths, to see whether issuing slows down as live grants pile up.
+    let tenth = grants.div_ceil(10);
+    let mut tenths = Vec::new();
+    while !requests.is_empty() {
+        let rest = requests.split_off(tenth.min(requests.len()));
+        let chunk = std::mem::replace(&mut requests, rest);
+        let n = chunk.len();
+        let (_, took) = all_ok(&api, "issuing grants", chunk)?;
+        tenths.push((n, took));
+    }
+    let issue_time: Duration = tenths.iter().map(|(_, t)| *t).sum();
+    let rate = |(n, t): &(usize, Duration)| *n as f64 / t.as_secs_f64();
     let n = u64::try_from(grants)?;
     watch.until(n, Duration::from_secs(60))?;
 
@@ -126,6 +140,8 @@ fn row(
         database,
         enrolled_per_s: grants as f64 / enroll_time.as_secs_f64(),
         issued_per_s: grants as f64 / issue_time.as_secs_f64(),
+        first_tenth_per_s: tenths.first().map(rate).unwrap_or_default(),
+        last_tenth_per_s: tenths.last().map(rate).unwrap_or_default(),
         answered,
         dropped,
     })
@@ -140,18 +156,21 @@ fn main() -> anyhow::Result<()> {
         None => eprintln!("the PostgreSQL row needs a test server (see above)"),
     }
     println!(
-        "\nre-evaluation: {grants} live grants (one per device) under one policy on one gateway; the policy deleted\n"
+        "\nre-evaluation: {grants} live grants (one per device) under one policy on one gateway; the policy deleted (load average {})\n",
+        support::load()
     );
     println!(
-        "| database | devices enrolled/s | grants issued/s ({concurrency} in flight) | DELETE answered ms | gateway at 0 peers ms |"
+        "| database | devices enrolled/s | grants issued/s ({concurrency} in flight) | first tenth /s | last tenth /s | DELETE answered ms | gateway at 0 peers ms |"
     );
-    println!("|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     for r in &rows {
         println!(
-            "| {} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
             r.database,
             r.enrolled_per_s,
             r.issued_per_s,
+            r.first_tenth_per_s,
+            r.last_tenth_per_s,
             ms(r.answered),
             ms(r.dropped),
         );

@@ -312,7 +312,8 @@ fn main() -> anyhow::Result<()> {
         None => eprintln!("the PostgreSQL rows need a test server (see above)"),
     }
     println!(
-        "\nrevocation latency: the change's API call sent -> the gateway's peer gone ({runs} runs per row; goal: p99 under 10 ms)\n"
+        "\nrevocation latency: the change's API call sent -> the gateway's peer gone ({runs} runs per row; goal: p99 under 10 ms; load average {})\n",
+        support::load()
     );
     println!("| deployment | change | median ms | p99 ms | max ms |");
     println!("|---|---|---|---|---|");
