@@ -21,11 +21,10 @@ mod support;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use e2e::deploy::{Controller, Gateway, provision};
 use e2e::postgres::Database;
-use e2e::topology::{CLIENT, Topology};
+use e2e::topology::CLIENT;
 use serde_json::json;
-use support::{Admin, PeerWatch, id, ms, random_key};
+use support::{Admin, Deployment, PeerWatch, ms, named, random_key};
 
 fn env_number(name: &str, default: usize, max: usize) -> usize {
     std::env::var(name)
@@ -68,23 +67,10 @@ fn row(
     grants: usize,
     concurrency: usize,
 ) -> anyhow::Result<Row> {
-    let dir = tempfile::tempdir()?;
-    let t = Topology::new()?;
-    let env: Vec<(&str, &str)> = url
-        .map(|url| vec![("POSTERN_DATABASE_URL", url)])
-        .unwrap_or_default();
-    let ctl = Controller::start_with_env(&t, dir.path(), &env)?;
-    let site = id(&ctl
-        .api
-        .ok("POST", "/api/v1/sites", Some(json!({"name": "bench"})))?)?;
-    let _gw = Gateway::start(&t, &ctl, &site, dir.path())?;
-    let ids = provision(&ctl, &site, &["tcp/8080"])?;
-    let api = Admin::with_concurrency(&ctl.api, concurrency);
-    let policy = api
-        .call("GET", "/api/v1/policies", None)?
-        .as_array()
-        .and_then(|ps| ps.iter().find(|p| p["name"] == "eng-app").cloned())
-        .context("no policy eng-app")?;
+    let d = Deployment::start(url, false)?;
+    let (t, ids) = (&d.topology, &d.ids);
+    let api = Admin::with_concurrency(&d.controller.api, concurrency);
+    let policy = named(&api, "/api/v1/policies", "eng-app")?;
     let key = api.call(
         "POST",
         "/api/v1/enrollment-keys",
@@ -99,7 +85,7 @@ fn row(
         })
         .collect();
     let (devices, enroll_time) = all_ok(&api, "enrolling", enrolls)?;
-    let watch = PeerWatch::start(&t, Duration::from_secs(1800));
+    let watch = PeerWatch::start(t, Duration::from_secs(1800));
     watch.until(0, Duration::from_secs(10))?;
     let mut requests = Vec::with_capacity(grants);
     for d in &devices {
@@ -123,11 +109,7 @@ fn row(
     watch.until(n, Duration::from_secs(60))?;
 
     let started = Instant::now();
-    api.call(
-        "DELETE",
-        &format!("/api/v1/policies/{}", id(&policy)?),
-        None,
-    )?;
+    api.call("DELETE", &format!("/api/v1/policies/{policy}"), None)?;
     let answered = started.elapsed();
     let dropped = watch
         .until(0, Duration::from_secs(600))?

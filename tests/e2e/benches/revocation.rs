@@ -34,11 +34,11 @@ mod support;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use e2e::deploy::{Controller, Gateway, Ids, provision};
+use e2e::deploy::Ids;
 use e2e::postgres::Database;
 use e2e::topology::{CLIENT, Topology};
 use serde_json::{Value, json};
-use support::{Admin, PeerWatch, id, ms, quantile, random_key};
+use support::{Admin, Deployment, PeerWatch, id, ms, named, quantile, random_key};
 
 /// The source range of the allowing policy (holds the client's address), and the narrower
 /// one it is changed to (does not).
@@ -96,21 +96,11 @@ impl Fixture {
     /// Looks up what `provision` made, gives its policy the wide source range, and adds the
     /// deny group.
     fn new(api: &Admin, ids: Ids) -> anyhow::Result<Self> {
-        let groups = api.call("GET", "/api/v1/groups", None)?;
-        let eng = groups
-            .as_array()
-            .and_then(|gs| gs.iter().find(|g| g["name"] == "eng"))
-            .context("no group eng")?;
-        let policies = api.call("GET", "/api/v1/policies", None)?;
-        let policy = policies
-            .as_array()
-            .and_then(|ps| ps.iter().find(|p| p["name"] == "eng-app"))
-            .context("no policy eng-app")?;
         let blocked = api.call("POST", "/api/v1/groups", Some(json!({"name": "blocked"})))?;
         let f = Self {
-            eng: id(eng)?,
+            eng: named(api, "/api/v1/groups", "eng")?,
             blocked: id(&blocked)?,
-            policy: id(policy)?,
+            policy: named(api, "/api/v1/policies", "eng-app")?,
             ids,
         };
         api.call(
@@ -259,28 +249,13 @@ fn deployment(
     across: bool,
     runs: usize,
 ) -> anyhow::Result<Vec<Row>> {
-    let dir = tempfile::tempdir()?;
-    let t = Topology::new()?;
-    let env: Vec<(&str, &str)> = database
-        .map(|url| vec![("POSTERN_DATABASE_URL", url)])
-        .unwrap_or_default();
-    let a = Controller::start_with_env(&t, dir.path(), &env)?;
-    let b = if across {
-        Some(a.start_replica(&t, dir.path(), "replica-b", 8444)?)
-    } else {
-        None
-    };
-    let site = id(&a
-        .api
-        .ok("POST", "/api/v1/sites", Some(json!({"name": "bench"})))?)?;
-    let _gw = Gateway::start(&t, &a, &site, dir.path())?;
-    let ids = provision(&a, &site, &["tcp/8080"])?;
-    let issuer = Admin::start(&a.api);
-    let changer = Admin::start(&b.as_ref().unwrap_or(&a).api);
-    let mut f = Fixture::new(&issuer, ids)?;
+    let d = Deployment::start(database, across)?;
+    let issuer = Admin::start(&d.controller.api);
+    let changer = Admin::start(&d.other.as_ref().unwrap_or(&d.controller).api);
+    let mut f = Fixture::new(&issuer, d.ids.clone())?;
     let mut rows = Vec::new();
     for change in CHANGES {
-        let times = revocations(&t, &mut f, &issuer, &changer, change, runs)?;
+        let times = revocations(&d.topology, &mut f, &issuer, &changer, change, runs)?;
         rows.push(Row {
             deployment: name,
             change,

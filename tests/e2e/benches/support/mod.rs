@@ -12,10 +12,55 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use base64::Engine;
-use e2e::deploy::Api;
+use e2e::deploy::{Api, Controller, Gateway, Ids, provision};
 use e2e::topology::Topology;
 use rand::RngCore;
-use serde_json::Value;
+use serde_json::{Value, json};
+
+/// A deployment in a fresh topology: a controller (on SQLite, or on the PostgreSQL database
+/// `database`), optionally a second replica of it, a gateway connected to the first, and
+/// the objects `provision` makes. Dropping it stops everything and deletes the namespaces
+/// and files (the fields drop in this order).
+pub(crate) struct Deployment {
+    pub(crate) gateway: Gateway,
+    /// The replica the gateway is not connected to.
+    pub(crate) other: Option<Controller>,
+    /// The controller the gateway is connected to.
+    pub(crate) controller: Controller,
+    pub(crate) topology: Topology,
+    pub(crate) ids: Ids,
+    _dir: tempfile::TempDir,
+}
+
+impl Deployment {
+    pub(crate) fn start(database: Option<&str>, other_replica: bool) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let topology = Topology::new()?;
+        let env: Vec<(&str, &str)> = database
+            .map(|url| vec![("POSTERN_DATABASE_URL", url)])
+            .unwrap_or_default();
+        let controller = Controller::start_with_env(&topology, dir.path(), &env)?;
+        let other = if other_replica {
+            Some(controller.start_replica(&topology, dir.path(), "replica-b", 8444)?)
+        } else {
+            None
+        };
+        let site =
+            id(&controller
+                .api
+                .ok("POST", "/api/v1/sites", Some(json!({"name": "bench"})))?)?;
+        let gateway = Gateway::start(&topology, &controller, &site, dir.path())?;
+        let ids = provision(&controller, &site, &["tcp/8080"])?;
+        Ok(Self {
+            gateway,
+            other,
+            controller,
+            topology,
+            ids,
+            _dir: dir,
+        })
+    }
+}
 
 /// Watches the gateway's peer gauge from inside its namespace; sends each change with the
 /// time it was seen.
@@ -251,6 +296,16 @@ pub(crate) fn load() -> String {
         .take(3)
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// The id of the object named `name` in the list at `path` (`/api/v1/groups`).
+pub(crate) fn named(api: &Admin, path: &str, name: &str) -> anyhow::Result<String> {
+    let list = api.call("GET", path, None)?;
+    let found = list
+        .as_array()
+        .and_then(|all| all.iter().find(|o| o["name"] == name))
+        .with_context(|| format!("no {name} in {path}"))?;
+    id(found)
 }
 
 /// The `id` field of an API answer.
