@@ -94,6 +94,12 @@ impl WireguardGo {
         if up.is_none() {
             bail!("wireguard-go did not create {interface}");
         }
+        // It creates the link before its control socket; `wg` without the socket falls back
+        // to the kernel module there is none of ("Protocol not supported").
+        let socket = std::path::PathBuf::from(format!("/var/run/wireguard/{interface}.sock"));
+        if wait_for(Duration::from_secs(10), || socket.exists().then_some(())).is_none() {
+            bail!("wireguard-go did not open {}", socket.display());
+        }
         let key_file = dir.join(format!("{}-{interface}.key", ns.name()));
         std::fs::write(&key_file, private_key)?;
         let mut args: Vec<String> = vec![
