@@ -33,8 +33,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 
 pub use app::{
-    AccessGrant, AccessOutcome, AccessRequest, Actor, ClientContext, ConditionsInput,
-    DEFAULT_ACK_TIMEOUT, DEFAULT_DEVICE_SESSION_TTL, DEFAULT_TUNNEL_NETWORK,
+    AUDIT_PENDING_WINDOW, AccessGrant, AccessOutcome, AccessRequest, Actor, ClientContext,
+    ConditionsInput, DEFAULT_ACK_TIMEOUT, DEFAULT_DEVICE_SESSION_TTL, DEFAULT_TUNNEL_NETWORK,
     DEVICE_AUTHORIZATION_TTL, DEVICE_POLL_INTERVAL, DEVICE_SESSION_MAX, DecisionRequest,
     DeviceApproval, DeviceAuthorizationInput, DeviceAuthorizationStart, DevicePatch, DeviceSession,
     DeviceTokenInput, EnrollInput, EnrolledDevice, EnrollmentKeyInput, GatewayPatch,
@@ -207,6 +207,8 @@ pub async fn serve(
     }
     // Time is a change too: grants end on time, with the reasons.
     let timer = timers::start(service.clone());
+    // Audit events join the hash chain right after their transaction commits.
+    let sealer = timers::start_audit_sealer(service.clone());
     let setup_code = service
         .prepare_setup()
         .await
@@ -287,6 +289,10 @@ pub async fn serve(
     };
     control.shutdown().await;
     timer.abort();
+    sealer.abort();
+    if let Err(e) = service.seal_audit().await {
+        tracing::warn!(error = %e, "sealing the last audit events");
+    }
     store.close().await;
     result.context("serving HTTP")
 }

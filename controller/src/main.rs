@@ -81,6 +81,26 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// The audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditCommand {
+    /// Check the audit log's hash chain: prints how many events it verified and the chain
+    /// head (keep a copy elsewhere to anchor it), or names the first broken event and exits
+    /// with status 1. Read-only.
+    Verify {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// How long, in seconds, an event may wait to be sealed into the chain before it
+        /// counts as broken rather than pending.
+        #[arg(long, default_value_t = controller::AUDIT_PENDING_WINDOW.as_secs())]
+        pending_seconds: u64,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -157,9 +177,72 @@ async fn main() -> anyhow::Result<()> {
                 .create_token(&Actor::cli(), TokenInput { name, role })
                 .await
                 .context("creating the token")?;
+            service
+                .seal_audit()
+                .await
+                .context("sealing the audit event")?;
             store.close().await;
             println!("{}", issued.secret);
             Ok(())
+        }
+        Command::Audit {
+            command:
+                AuditCommand::Verify {
+                    store,
+                    pending_seconds,
+                },
+        } => {
+            let db = store.data_dir.join("postern.db");
+            if store.database_url.is_none() && !db.exists() {
+                anyhow::bail!("no database at {} (wrong --data-dir?)", db.display());
+            }
+            let store =
+                controller::open_store(&store.data_dir, store.database_url.as_deref()).await?;
+            let service = Service::new(store.clone());
+            let report = service
+                .verify_audit_chain(std::time::Duration::from_secs(pending_seconds))
+                .await
+                .context("verifying the audit log")?;
+            store.close().await;
+            let mut extra = Vec::new();
+            if report.before_chain > 0 {
+                extra.push(format!("{} from before the chain", report.before_chain));
+            }
+            if report.pending > 0 {
+                extra.push(format!("{} pending sealing", report.pending));
+            }
+            let extra = if extra.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", extra.join(", "))
+            };
+            match report.broken {
+                None => {
+                    println!(
+                        "audit chain intact: {} events verified{extra}; head #{} {}",
+                        report.verified, report.head_seq, report.head_hash
+                    );
+                    Ok(())
+                }
+                Some(broken) => {
+                    let at = match &broken.event {
+                        Some(e) => format!(
+                            "event {} (id {}, at {}, kind {})",
+                            e.seq
+                                .map_or_else(|| "unsealed".to_owned(), |s| format!("#{s}")),
+                            e.id,
+                            e.at,
+                            e.kind
+                        ),
+                        None => "its start".to_owned(),
+                    };
+                    eprintln!(
+                        "audit chain BROKEN at {at}: {}; {} events before it verified{extra}",
+                        broken.problem, report.verified
+                    );
+                    std::process::exit(1);
+                }
+            }
         }
     }
 }

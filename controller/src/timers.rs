@@ -3,10 +3,13 @@
 //! report freshness), then has the application services end every grant that is due, with
 //! the reasons the decision gives then. It wakes early when a grant is issued or shortened,
 //! and looks again at least every [`LONGEST_NAP`] (grants issued at another replica).
+//!
+//! The audit sealer ([`start_audit_sealer`]) gives new audit events their place in the hash
+//! chain: right after an audited write and every [`SEAL_INTERVAL`].
 
 use std::time::Duration;
 
-use crate::app::Service;
+use crate::app::{SEAL_INTERVAL, Service};
 
 /// The longest the timer sleeps without looking at the database again.
 const LONGEST_NAP: Duration = Duration::from_secs(30);
@@ -51,6 +54,30 @@ pub(crate) fn start(service: Service) -> tokio::task::JoinHandle<()> {
                         break;
                     }
                 }
+            }
+        }
+    })
+}
+
+/// How long the sealer waits after a wake-up: the audited transaction commits just after
+/// its audit call, and a burst of writes is sealed in one go.
+const SEAL_DELAY: Duration = Duration::from_millis(20);
+
+/// Starts the audit sealer: it seals what an earlier run left (a crash after a commit), then
+/// again shortly after every audited write and every [`SEAL_INTERVAL`] (events of other
+/// replicas, transactions that committed after the wake-up). It runs until the runtime
+/// stops; `serve` seals once more on the way out.
+pub(crate) fn start_audit_sealer(service: Service) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            match service.seal_audit().await {
+                Ok(n) if n > 0 => tracing::debug!(sealed = n, "audit events sealed"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "sealing audit events into the chain"),
+            }
+            tokio::select! {
+                () = service.audit_written() => tokio::time::sleep(SEAL_DELAY).await,
+                () = tokio::time::sleep(SEAL_INTERVAL) => {}
             }
         }
     })

@@ -5,6 +5,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
 use clap::{ArgAction, Parser};
@@ -88,6 +89,21 @@ pub struct Args {
     /// Do not set up forwarding and masquerade (see `--masquerade`).
     #[arg(long, overrides_with = "masquerade")]
     pub no_masquerade: bool,
+
+    /// How long the gateway keeps serving its grants without its controller, counted from
+    /// the loss of the last control connection that delivered a full sync (or from start):
+    /// then it drops every grant until the controller is back and sends its full sync.
+    /// `0` drops them as soon as the link is lost. A number with a unit (`90s`, `10m`,
+    /// `1h 30m`, ISO 8601 `PT10M`) or plain seconds (`600`). Longer keeps users working
+    /// through a controller outage but leaves a revocation made meanwhile unenforced until
+    /// the grace ends.
+    #[arg(
+        long,
+        env = "POSTERN_CONTROLLER_GRACE",
+        default_value = "10m",
+        value_parser = parse_duration,
+    )]
+    pub controller_grace: Duration,
 }
 
 /// The settings the gateway runs with, resolved from [`Args`].
@@ -117,6 +133,8 @@ pub struct Config {
     pub http_listen: SocketAddr,
     /// Whether the gateway sets up forwarding and masquerade itself.
     pub masquerade: bool,
+    /// How long grants are served without contact with the controller.
+    pub controller_grace: Duration,
 }
 
 impl fmt::Debug for Config {
@@ -134,6 +152,7 @@ impl fmt::Debug for Config {
             .field("tun_address", &self.tun_address)
             .field("http_listen", &self.http_listen)
             .field("masquerade", &self.masquerade)
+            .field("controller_grace", &self.controller_grace)
             .finish()
     }
 }
@@ -209,6 +228,7 @@ impl Args {
             tun_address,
             http_listen: self.http_listen,
             masquerade,
+            controller_grace: self.controller_grace,
         })
     }
 }
@@ -246,6 +266,22 @@ fn split_host_port(s: &str) -> Option<(&str, u16)> {
     };
     let port = port.parse().ok()?;
     (!host.is_empty()).then_some((host, port))
+}
+
+/// Parses a non-negative duration: plain seconds (`0`, `600`) or jiff's friendly and ISO 8601
+/// forms (`500ms`, `90s`, `10m`, `1h 30m`, `10 minutes`, `PT10M`).
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s
+            .parse()
+            .map(Duration::from_secs)
+            .map_err(|_| format!("{s:?} is too many seconds"));
+    }
+    let d: jiff::SignedDuration = s.parse().map_err(|_| {
+        format!("{s:?} is not a duration: give seconds (600) or a unit (90s, 10m, 1h)")
+    })?;
+    Duration::try_from(d).map_err(|_| format!("{s:?} is negative"))
 }
 
 /// Where the controller's QUIC control endpoint is: the host and port of its URL.
@@ -333,6 +369,40 @@ mod tests {
         assert!(c.masquerade);
         assert!(c.token.is_none());
         assert!(c.fingerprint.is_none());
+        assert_eq!(c.controller_grace, Duration::from_secs(600));
+        assert_eq!(c.controller_grace, crate::DEFAULT_CONTROLLER_GRACE);
+    }
+
+    #[test_case("0", 0 ; "zero")]
+    #[test_case("600", 600_000 ; "plain seconds")]
+    #[test_case("600s", 600_000 ; "seconds")]
+    #[test_case("10m", 600_000 ; "minutes")]
+    #[test_case(" 1h 30m ", 5_400_000 ; "hours and minutes")]
+    #[test_case("10 minutes", 600_000 ; "words")]
+    #[test_case("PT10M", 600_000 ; "iso 8601")]
+    #[test_case("1500ms", 1_500 ; "milliseconds")]
+    #[test_case("0s", 0 ; "zero with unit")]
+    fn durations(text: &str, millis: u64) {
+        assert_eq!(parse_duration(text), Ok(Duration::from_millis(millis)));
+    }
+
+    #[test_case("" ; "empty")]
+    #[test_case("-10m" ; "negative")]
+    #[test_case("10m ago" ; "ago")]
+    #[test_case("ten minutes" ; "words only")]
+    #[test_case("10x" ; "unknown unit")]
+    #[test_case("99999999999999999999999" ; "overflow")]
+    fn bad_durations(text: &str) {
+        assert!(parse_duration(text).is_err(), "{text:?} accepted");
+    }
+
+    #[test]
+    fn controller_grace_flag() {
+        let c = resolve(&["--controller-grace", "1s"]).unwrap();
+        assert_eq!(c.controller_grace, Duration::from_secs(1));
+        let c = resolve(&["--controller-grace=0"]).unwrap();
+        assert_eq!(c.controller_grace, Duration::ZERO);
+        assert!(parse(&["--controller-grace", "soon"]).is_err());
     }
 
     #[test_case(&[], true; "default on")]

@@ -13,8 +13,11 @@
 //!    plane and then answers `Ack{seq}`. `Refused{reason}` closes the session.
 //!
 //! Any failure closes the connection; the link reconnects after an exponential backoff with
-//! jitter, capped at [`MAX_BACKOFF`]. Meanwhile the data plane keeps serving the grants it
-//! has until each expires.
+//! jitter, capped at [`MAX_BACKOFF`]. Each time a connection ends the data plane is told
+//! ([`DataPlaneHandle::link_lost`]): it keeps serving the grants it has for the controller
+//! grace (`--controller-grace`) counted from the loss of the last connection that delivered
+//! a full sync, then drops them all until the next full sync (see the `grace` module). Grants
+//! reach the data plane only here, from messages of a live session.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -213,12 +216,17 @@ impl ControlLink {
             let mut synced = false;
             let result = self.session(&mut synced).await;
             self.status.set(false, false);
+            if let Err(SessionError::Fatal(e)) = result {
+                return Err(e);
+            }
+            // The grace clock runs from here (or keeps running if this connection never
+            // synced); with a grace of zero the grants are gone when this returns.
+            self.dataplane.link_lost().await?;
             if synced {
                 backoff.reset();
             }
             let delay = backoff.next();
             match result {
-                Err(SessionError::Fatal(e)) => return Err(e),
                 Err(SessionError::Refused(reason)) => tracing::warn!(
                     controller = %self.controller,
                     reason,
@@ -229,7 +237,7 @@ impl ControlLink {
                     controller = %self.controller,
                     error = %e,
                     retry_in_ms = delay.as_millis() as u64,
-                    "control link lost; serving current grants until it is back"
+                    "control link lost; serving current grants for the controller grace"
                 ),
                 Err(e) => tracing::warn!(
                     controller = %self.controller,

@@ -6,6 +6,11 @@
 //! transmits recycle their buffers through `poll_transmit`. After each wake-up it drains up
 //! to [`BURST`] more ready datagrams or packets without going back through the scheduler.
 //! Real batching (`recvmmsg`/`sendmmsg`, UDP GSO/GRO, TUN offload) is a later optimisation.
+//!
+//! The data plane also keeps the controller grace ([`Grace`]): a full sync is contact with
+//! the controller, the control link reports when it is lost, and when the grace runs out
+//! without contact every grant is dropped the way a revocation drops it. Because the grants
+//! and the grace clock live in this one task, a full sync and the drop never interleave.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -20,6 +25,8 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tun_rs::{AsyncDevice, DeviceBuilder};
 use tunnel::{Event, GatewayTunnel, GrantConfig, GrantError, OVERHEAD, Stats};
+
+use crate::grace::Grace;
 
 /// The most extra datagrams or packets handled per wake-up before looking at other inputs.
 const BURST: usize = 64;
@@ -40,6 +47,11 @@ pub struct Snapshot {
     pub stats: Stats,
     /// The number of current grants (WireGuard peers).
     pub grants: usize,
+    /// Grants dropped because the controller grace ran out, since start.
+    pub dropped_offline: u64,
+    /// Whether the grace of the current controller outage has run out (every grant was
+    /// dropped and no full sync has come since).
+    pub grace_expired: bool,
 }
 
 /// What converging to a full sync did.
@@ -82,6 +94,7 @@ enum Command {
         id: GrantId,
         done: oneshot::Sender<bool>,
     },
+    LinkLost(oneshot::Sender<()>),
     Snapshot(oneshot::Sender<Snapshot>),
 }
 
@@ -104,7 +117,8 @@ impl DataPlaneHandle {
         rx.await.map_err(|_| DataPlaneError::Stopped)
     }
 
-    /// Converges to exactly `grants`; returns once applied.
+    /// Converges to exactly `grants`; returns once applied. Only a full sync from the
+    /// controller may call this: it is contact with the controller and stops the grace clock.
     pub async fn sync(&self, grants: Vec<GrantConfig>) -> Result<SyncReport, DataPlaneError> {
         self.call(|done| Command::Sync { grants, done }).await
     }
@@ -123,20 +137,40 @@ impl DataPlaneHandle {
         self.call(|done| Command::Remove { id, done }).await
     }
 
+    /// The control link to the controller is gone, or a connection ended before its full
+    /// sync: the grace clock runs (from now, unless an outage is already under way).
+    pub async fn link_lost(&self) -> Result<(), DataPlaneError> {
+        self.call(Command::LinkLost).await
+    }
+
     /// The current counters.
     pub async fn snapshot(&self) -> Result<Snapshot, DataPlaneError> {
         self.call(Command::Snapshot).await
     }
 
-    /// A data plane without sockets: a task that applies grant changes to `tunnel` and
-    /// answers snapshots. For tests of the control link.
-    pub fn without_io(mut tunnel: GatewayTunnel) -> (Self, tokio::task::JoinHandle<GatewayTunnel>) {
+    /// A data plane without sockets: a task that applies grant changes to `tunnel`, runs its
+    /// timers and the controller grace, and answers snapshots. For tests of the control link.
+    pub fn without_io(
+        tunnel: GatewayTunnel,
+        grace: Duration,
+    ) -> (Self, tokio::task::JoinHandle<GatewayTunnel>) {
         let (tx, mut rx) = mpsc::channel(64);
+        let mut core = Core::new(tunnel, grace, Instant::now());
         let task = tokio::spawn(async move {
-            while let Some(command) = rx.recv().await {
-                apply(&mut tunnel, command);
+            loop {
+                let deadline = core.deadline();
+                tokio::select! {
+                    biased;
+                    command = rx.recv() => match command {
+                        Some(c) => core.apply(c, Instant::now()),
+                        None => break,
+                    },
+                    () = tokio::time::sleep_until(deadline) => core.handle_timeout(Instant::now()),
+                }
+                // No IO: nothing is sent, and events are only logged by the real data plane.
+                while core.tunnel.poll_event().is_some() {}
             }
-            tunnel
+            core.tunnel
         });
         (Self { tx }, task)
     }
@@ -178,36 +212,108 @@ fn log_grant_error(id: GrantId, e: &GrantError) {
     }
 }
 
-fn apply(tunnel: &mut GatewayTunnel, command: Command) {
-    let now = Instant::now();
-    match command {
-        Command::Sync { grants, done } => {
-            let report = converge(tunnel, grants, now, Timestamp::now());
-            let _ = done.send(report);
+/// The tunnel core with the controller grace: what the data plane task owns besides its IO.
+struct Core {
+    tunnel: GatewayTunnel,
+    grace: Grace,
+    dropped_offline: u64,
+}
+
+impl Core {
+    fn new(tunnel: GatewayTunnel, grace: Duration, now: Instant) -> Self {
+        Self {
+            tunnel,
+            grace: Grace::new(grace, now),
+            dropped_offline: 0,
         }
-        Command::Add { grant, done } => {
-            let id = grant.id;
-            let result = tunnel.add_grant(*grant, now, Timestamp::now());
-            if let Err(e) = &result {
-                log_grant_error(id, e);
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should next run: the tunnel's next
+    /// timer or the end of the grace, whichever comes first (an hour from now if neither).
+    fn deadline(&self) -> tokio::time::Instant {
+        let next = match (self.tunnel.poll_timeout(), self.grace.deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        next.map(tokio::time::Instant::from_std)
+            .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600))
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.tunnel.handle_timeout(now);
+        self.check_grace(now);
+    }
+
+    /// Drops every grant, once, when the grace has run out without contact.
+    fn check_grace(&mut self, now: Instant) {
+        if !self.grace.poll(now) {
+            return;
+        }
+        let ids: Vec<GrantId> = self.tunnel.grants().collect();
+        for &id in &ids {
+            // The same path as a revocation: the peer and its sessions go at once.
+            self.tunnel.remove_grant(id);
+        }
+        self.dropped_offline += ids.len() as u64;
+        let grace_s = self.grace.grace().as_secs_f64();
+        if ids.is_empty() {
+            tracing::info!(
+                grace_s,
+                "no contact with the controller for the whole grace; holding no grants until it is back"
+            );
+        } else {
+            tracing::warn!(
+                dropped = ids.len(),
+                grace_s,
+                "no contact with the controller for the whole grace: dropped every grant until it is back"
+            );
+        }
+    }
+
+    fn apply(&mut self, command: Command, now: Instant) {
+        match command {
+            Command::Sync { grants, done } => {
+                let report = converge(&mut self.tunnel, grants, now, Timestamp::now());
+                if self.grace.contact() {
+                    tracing::info!(
+                        grants = self.tunnel.grant_count(),
+                        "in contact with the controller again: the full sync restored its grants"
+                    );
+                }
+                let _ = done.send(report);
             }
-            let _ = done.send(result);
-        }
-        Command::Remove { id, done } => {
-            let _ = done.send(tunnel.remove_grant(id));
-        }
-        Command::Snapshot(done) => {
-            let _ = done.send(Snapshot {
-                stats: tunnel.stats().clone(),
-                grants: tunnel.grant_count(),
-            });
+            Command::Add { grant, done } => {
+                let id = grant.id;
+                let result = self.tunnel.add_grant(*grant, now, Timestamp::now());
+                if let Err(e) = &result {
+                    log_grant_error(id, e);
+                }
+                let _ = done.send(result);
+            }
+            Command::Remove { id, done } => {
+                let _ = done.send(self.tunnel.remove_grant(id));
+            }
+            Command::LinkLost(done) => {
+                self.grace.lost(now);
+                // A grace of zero drops at once, before the link is told it is done.
+                self.check_grace(now);
+                let _ = done.send(());
+            }
+            Command::Snapshot(done) => {
+                let _ = done.send(Snapshot {
+                    stats: self.tunnel.stats().clone(),
+                    grants: self.tunnel.grant_count(),
+                    dropped_offline: self.dropped_offline,
+                    grace_expired: self.grace.expired(),
+                });
+            }
         }
     }
 }
 
 /// The gateway's event loop over a UDP socket, a TUN device and the tunnel core.
 pub struct DataPlane {
-    tunnel: GatewayTunnel,
+    core: Core,
     socket: UdpSocket,
     tun: AsyncDevice,
     commands: mpsc::Receiver<Command>,
@@ -222,21 +328,23 @@ pub struct DataPlane {
 impl std::fmt::Debug for DataPlane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DataPlane")
-            .field("tunnel", &self.tunnel)
+            .field("tunnel", &self.core.tunnel)
             .finish_non_exhaustive()
     }
 }
 
 impl DataPlane {
-    /// A data plane over an open socket and TUN device, and the handle to reach it.
+    /// A data plane over an open socket and TUN device, and the handle to reach it. `grace`
+    /// is the controller grace (`--controller-grace`); its clock starts now, out of contact.
     pub fn new(
         tunnel: GatewayTunnel,
         socket: UdpSocket,
         tun: AsyncDevice,
+        grace: Duration,
     ) -> (Self, DataPlaneHandle) {
         let (tx, commands) = mpsc::channel(1024);
         let plane = Self {
-            tunnel,
+            core: Core::new(tunnel, grace, Instant::now()),
             socket,
             tun,
             commands,
@@ -253,15 +361,11 @@ impl DataPlane {
     /// Runs until every handle is dropped or the socket or TUN device fails for good.
     pub async fn run(mut self) -> Result<(), DataPlaneError> {
         loop {
-            let deadline = self
-                .tunnel
-                .poll_timeout()
-                .map(tokio::time::Instant::from_std)
-                .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+            let deadline = self.core.deadline();
             tokio::select! {
                 biased;
                 command = self.commands.recv() => match command {
-                    Some(c) => apply(&mut self.tunnel, c),
+                    Some(c) => self.core.apply(c, Instant::now()),
                     None => return Ok(()),
                 },
                 received = self.socket.recv_from(&mut self.net_buf) => {
@@ -285,7 +389,7 @@ impl DataPlane {
                     }
                 }
                 () = tokio::time::sleep_until(deadline) => {
-                    self.tunnel.handle_timeout(Instant::now());
+                    self.core.handle_timeout(Instant::now());
                 }
             }
             self.flush().await;
@@ -308,7 +412,8 @@ impl DataPlane {
         let now = Instant::now();
         let datagram = &self.net_buf[..n];
         if let Some(packet) =
-            self.tunnel
+            self.core
+                .tunnel
                 .handle_network_input(from, datagram, now, &mut self.out_buf)
             && let Err(e) = self.tun.send(packet).await
         {
@@ -329,7 +434,10 @@ impl DataPlane {
         };
         let now = Instant::now();
         let packet = &self.tun_buf[..n];
-        if let Some(t) = self.tunnel.handle_tun_input(packet, now, &mut self.out_buf)
+        if let Some(t) = self
+            .core
+            .tunnel
+            .handle_tun_input(packet, now, &mut self.out_buf)
             && let Err(e) = self.socket.send_to(t.payload, t.dst).await
         {
             tracing::trace!(error = %e, "sending a datagram");
@@ -339,12 +447,12 @@ impl DataPlane {
 
     /// Sends everything the core queued and reports its events.
     async fn flush(&mut self) {
-        while let Some(dst) = self.tunnel.poll_transmit(&mut self.tx_buf) {
+        while let Some(dst) = self.core.tunnel.poll_transmit(&mut self.tx_buf) {
             if let Err(e) = self.socket.send_to(&self.tx_buf, dst).await {
                 tracing::trace!(error = %e, "sending a datagram");
             }
         }
-        while let Some(event) = self.tunnel.poll_event() {
+        while let Some(event) = self.core.tunnel.poll_event() {
             match event {
                 Event::HandshakeCompleted { grant } => {
                     tracing::debug!(%grant, "handshake completed")
@@ -506,10 +614,102 @@ mod tests {
         assert_eq!(t.grant_count(), 0);
     }
 
+    /// Runs one command on `core` at `now` and returns its answer.
+    fn call<T>(
+        core: &mut Core,
+        now: Instant,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> T {
+        let (done, mut rx) = oneshot::channel();
+        core.apply(make(done), now);
+        rx.try_recv().unwrap()
+    }
+
+    fn snapshot(core: &mut Core, now: Instant) -> Snapshot {
+        call(core, now, Command::Snapshot)
+    }
+
+    #[test]
+    fn the_grace_drops_every_grant_once_and_a_full_sync_restores_them() {
+        let s = Duration::from_secs(1);
+        let t0 = Instant::now();
+        let tunnel = GatewayTunnel::new(GatewayConfig::new([1; 32]), t0);
+        let mut core = Core::new(tunnel, 10 * s, t0);
+        let (a, b) = (grant(2, 600), grant(3, 600));
+        let grants = vec![a.clone(), b.clone()];
+        call(&mut core, t0, |done| Command::Sync { grants, done });
+        // In contact: no grace deadline, only the tunnel's own timers.
+        assert!(core.grace.in_contact());
+        core.handle_timeout(t0 + 100 * s);
+        assert_eq!(snapshot(&mut core, t0 + 100 * s).grants, 2);
+
+        let lost = t0 + 100 * s;
+        call(&mut core, lost, Command::LinkLost);
+        assert!(core.deadline() <= tokio::time::Instant::from_std(lost + 10 * s));
+        // A reconnect that fails before its full sync keeps the outage's start.
+        call(&mut core, lost + 5 * s, Command::LinkLost);
+        core.handle_timeout(lost + 10 * s - Duration::from_millis(1));
+        let before = snapshot(&mut core, lost + 10 * s - Duration::from_millis(1));
+        assert_eq!((before.grants, before.dropped_offline), (2, 0));
+        assert!(!before.grace_expired);
+
+        core.handle_timeout(lost + 10 * s);
+        let after = snapshot(&mut core, lost + 10 * s);
+        assert_eq!((after.grants, after.dropped_offline), (0, 2));
+        assert!(after.grace_expired);
+        // Once per outage.
+        core.handle_timeout(lost + 20 * s);
+        assert_eq!(snapshot(&mut core, lost + 20 * s).dropped_offline, 2);
+
+        // The controller is back: its full sync is accepted and restores exactly its set.
+        let back = lost + 30 * s;
+        let grants = vec![b.clone()];
+        let report = call(&mut core, back, |done| Command::Sync { grants, done });
+        assert_eq!((report.applied, report.removed), (1, 0));
+        let restored = snapshot(&mut core, back);
+        assert_eq!((restored.grants, restored.dropped_offline), (1, 2));
+        assert!(!restored.grace_expired);
+        assert_eq!(core.tunnel.grants().collect::<Vec<_>>(), vec![b.id]);
+    }
+
+    #[test]
+    fn a_grace_of_zero_drops_when_the_link_is_lost() {
+        let t0 = Instant::now();
+        let tunnel = GatewayTunnel::new(GatewayConfig::new([1; 32]), t0);
+        let mut core = Core::new(tunnel, Duration::ZERO, t0);
+        let grants = vec![grant(2, 600)];
+        call(&mut core, t0, |done| Command::Sync { grants, done });
+        assert_eq!(snapshot(&mut core, t0).grants, 1);
+        let lost = t0 + Duration::from_secs(1);
+        call(&mut core, lost, Command::LinkLost);
+        let s = snapshot(&mut core, lost);
+        assert_eq!((s.grants, s.dropped_offline), (0, 1));
+    }
+
+    #[test]
+    fn a_gateway_that_never_syncs_drops_after_the_grace_from_start() {
+        let s = Duration::from_secs(1);
+        let t0 = Instant::now();
+        let tunnel = GatewayTunnel::new(GatewayConfig::new([1; 32]), t0);
+        let mut core = Core::new(tunnel, 10 * s, t0);
+        // Whatever the gateway holds without ever having synced (nothing reaches it that
+        // way today; grants are not persisted) is dropped after the grace from start.
+        call(&mut core, t0, |done| Command::Add {
+            grant: Box::new(grant(2, 600)),
+            done,
+        })
+        .unwrap();
+        assert!(core.deadline() <= tokio::time::Instant::from_std(t0 + 10 * s));
+        core.handle_timeout(t0 + 9 * s);
+        assert_eq!(snapshot(&mut core, t0 + 9 * s).grants, 1);
+        core.handle_timeout(t0 + 10 * s);
+        assert_eq!(snapshot(&mut core, t0 + 10 * s).dropped_offline, 1);
+    }
+
     #[tokio::test]
     async fn handle_without_io_applies_commands() {
         let t = GatewayTunnel::new(GatewayConfig::new([1; 32]), Instant::now());
-        let (h, task) = DataPlaneHandle::without_io(t);
+        let (h, task) = DataPlaneHandle::without_io(t, crate::DEFAULT_CONTROLLER_GRACE);
         let g = grant(2, 60);
         assert_eq!(h.add(g.clone()).await.unwrap(), Ok(()));
         assert_eq!(h.snapshot().await.unwrap().grants, 1);

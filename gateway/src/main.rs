@@ -61,6 +61,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tunnel_network = %config.tunnel_network,
         pinned = config.fingerprint.is_some(),
         masquerade = config.masquerade,
+        controller_grace_s = config.controller_grace.as_secs_f64(),
         "starting postern-gateway"
     );
     let state = StateDir::open(&config.state_dir).context("opening the state directory")?;
@@ -105,7 +106,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     gateway_config.seed = rand::rngs::OsRng.next_u64();
     let tunnel = GatewayTunnel::new(gateway_config, Instant::now());
     let public_key = tunnel.public_key();
-    let (plane, handle) = DataPlane::new(tunnel, socket, tun);
+    let (plane, handle) = DataPlane::new(tunnel, socket, tun, config.controller_grace);
     let status = Arc::new(Status::default());
 
     let listener = tokio::net::TcpListener::bind(config.http_listen)

@@ -36,7 +36,18 @@ pub fn render(snapshot: Option<&Snapshot>, connected: bool, synced: bool, out: &
         "Current grants, each one WireGuard peer.",
         s.grants as u64,
     );
-    let counters: [(&str, &str, u64); 7] = [
+    metric(
+        "postern_gateway_controller_grace_expired",
+        "gauge",
+        "Whether the controller grace of the current outage ran out (1): every grant was dropped and no full sync has come since.",
+        u64::from(s.grace_expired),
+    );
+    let counters: [(&str, &str, u64); 8] = [
+        (
+            "postern_gateway_grants_dropped_offline_total",
+            "Grants dropped because the controller grace ran out without contact with the controller.",
+            s.dropped_offline,
+        ),
         (
             "postern_gateway_handshakes_total",
             "WireGuard handshakes answered.",
@@ -111,12 +122,25 @@ mod tests {
             ..Stats::default()
         };
         stats.drops.spoofed_source = 4;
-        let snapshot = Snapshot { stats, grants: 5 };
+        let snapshot = Snapshot {
+            stats,
+            grants: 5,
+            dropped_offline: 7,
+            grace_expired: true,
+        };
         let mut out = String::new();
         render(Some(&snapshot), true, false, &mut out);
         assert_eq!(value(&out, "postern_gateway_controller_connected"), Some(1));
         assert_eq!(value(&out, "postern_gateway_synced"), Some(0));
         assert_eq!(value(&out, "postern_gateway_peers"), Some(5));
+        assert_eq!(
+            value(&out, "postern_gateway_grants_dropped_offline_total"),
+            Some(7)
+        );
+        assert_eq!(
+            value(&out, "postern_gateway_controller_grace_expired"),
+            Some(1)
+        );
         assert_eq!(value(&out, "postern_gateway_handshakes_total"), Some(3));
         assert_eq!(value(&out, "postern_gateway_rx_bytes_total"), Some(1500));
         assert_eq!(value(&out, "postern_gateway_tx_packets_total"), Some(2));
@@ -138,7 +162,7 @@ mod tests {
         let types = out.lines().filter(|l| l.starts_with("# TYPE")).count();
         let helps = out.lines().filter(|l| l.starts_with("# HELP")).count();
         assert_eq!(types, helps);
-        assert_eq!(types, 2 + 1 + 7 + 1);
+        assert_eq!(types, 2 + 2 + 8 + 1);
         assert!(out.ends_with('\n'));
     }
 

@@ -57,7 +57,8 @@ async fn scenario() {
     let tun =
         gateway::open_tun(TUN, ip("100.127.255.254"), "100.64.0.0/10".parse().unwrap()).unwrap();
     let core = GatewayTunnel::new(GatewayConfig::new(gateway_key), Instant::now());
-    let (plane, handle): (DataPlane, DataPlaneHandle) = DataPlane::new(core, socket, tun);
+    let (plane, handle): (DataPlane, DataPlaneHandle) =
+        DataPlane::new(core, socket, tun, gateway::DEFAULT_CONTROLLER_GRACE);
     let plane = tokio::spawn(plane.run());
 
     let echo = UdpSocket::bind((ip(RESOURCE), 7777)).await.unwrap();

@@ -322,6 +322,16 @@ impl Service {
                 .map_or_else(|| site.to_string(), |s| s.name);
             return Err(ServiceError::NoGatewayOnline { site: site_name });
         }
+        if candidates.len() == 1 {
+            // The usual site: one gateway, nothing to balance (and no count of every live
+            // grant on each issuance).
+            return candidates
+                .into_iter()
+                .next()
+                .ok_or_else(|| ServiceError::NoGatewayOnline {
+                    site: site.to_string(),
+                });
+        }
         let counts = store::live_grant_counts(c, e.now).await?;
         let lightest = candidates
             .into_iter()

@@ -6,6 +6,7 @@ use serde::Deserialize;
 use super::kernel::{
     Actor, DAY, Issued, Result, Service, ServiceError, after, duration, invalid, name, now, subject,
 };
+use super::live::{Cause, Reevaluation};
 use crate::secrets;
 use store::{self, Conn, EnrollmentKey, GrantFilter, StoreError};
 
@@ -153,21 +154,22 @@ impl Service {
             serde_json::json!({ "name": d.name, "disabled": d.disabled }),
         )
         .await?;
-        let revoked = if disabling {
+        // A disabled device's grants are refused by the decision (`device_disabled`).
+        let changed = if disabling {
             self.end_device_sessions_in(&mut tx, Some(id), None, "device disabled")
                 .await?;
-            self.revoke_in(
+            self.reevaluate_in(
                 &mut tx,
                 actor,
+                &Cause::new("device.updated", "device", id),
                 GrantFilter::for_device(id),
-                "device disabled",
             )
             .await?
         } else {
-            Vec::new()
+            Reevaluation::default()
         };
         tx.commit().await?;
-        self.announce(revoked);
+        self.announce_reevaluation(changed).await;
         if disabling {
             self.announce_sessions_ended(Some(id), None, "device disabled");
         }
@@ -207,7 +209,16 @@ impl Service {
             .await?
             .ok_or(ServiceError::NotFound("device"))?;
         store::set_posture(&mut tx, device, report).await?;
+        let changed = self
+            .reevaluate_in(
+                &mut tx,
+                &Actor::system(),
+                &Cause::new("posture.recorded", "device", device),
+                GrantFilter::for_device(device),
+            )
+            .await?;
         tx.commit().await?;
+        self.announce_reevaluation(changed).await;
         Ok(())
     }
 

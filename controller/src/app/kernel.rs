@@ -354,6 +354,8 @@ pub struct Service {
     pub(crate) oidc_cache: Arc<DiscoveryCache>,
     /// The key TOTP secrets and client secrets are sealed under at rest.
     pub(crate) secret_key: SecretKey,
+    /// Wakes the audit sealer (`timers`): an audited write is about to commit.
+    pub(crate) audit_written: Arc<tokio::sync::Notify>,
 }
 
 impl Service {
@@ -376,6 +378,7 @@ impl Service {
             ack_timeout: DEFAULT_ACK_TIMEOUT,
             device_session_ttl: DEFAULT_DEVICE_SESSION_TTL,
             posture_interval: Duration::from_secs(60),
+            audit_written: Arc::default(),
         }
     }
 
@@ -432,7 +435,8 @@ impl Service {
         self.tunnel_network
     }
 
-    /// The store.
+    /// The store, for operator tools and tests. The shells never use it: they go through
+    /// the services (`controller/tests/layers.rs` refuses a `.store()` call in a shell).
     pub fn store(&self) -> &Store {
         &self.store
     }
@@ -464,7 +468,11 @@ impl Service {
             subject,
             details,
         };
+        // Inserted unsealed inside the caller's transaction; the sealer, woken here, gives
+        // it its place in the hash chain once that transaction has committed (see
+        // `store::audit_chain` for why not here).
         store::append_audit(c, &event).await?;
+        self.audit_written.notify_one();
         Ok(())
     }
 
@@ -507,6 +515,7 @@ impl Service {
                 serde_json::json!({
                     "device": g.device_id, "user": g.user_id, "resource": g.resource_id,
                     "gateway": g.gateway_id, "policy": g.policy_id, "reason": reason,
+                    "cause": reason, "by": actor.id,
                 }),
             )
             .await?;

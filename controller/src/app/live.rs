@@ -13,6 +13,7 @@
 //! call [`Service::reevaluate_in`] inside their transaction and
 //! [`Service::announce_reevaluation`] after committing.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -94,21 +95,18 @@ impl Objects {
         facts: &DecisionFacts,
         now: Timestamp,
     ) -> Result<Verdict> {
-        if !self.users.contains_key(&g.user_id) {
-            let user = store::get_user(c, g.user_id).await?;
-            self.users.insert(g.user_id, user);
+        if let Entry::Vacant(e) = self.users.entry(g.user_id) {
+            e.insert(store::get_user(c, g.user_id).await?);
             let groups = store::groups_of_user(c, g.user_id).await?;
             self.groups.insert(g.user_id, groups);
         }
-        if !self.devices.contains_key(&g.device_id) {
-            let device = store::get_device(c, g.device_id).await?;
-            self.devices.insert(g.device_id, device);
+        if let Entry::Vacant(e) = self.devices.entry(g.device_id) {
+            e.insert(store::get_device(c, g.device_id).await?);
             let posture = store::get_posture(c, g.device_id).await?;
             self.postures.insert(g.device_id, posture);
         }
-        if !self.resources.contains_key(&g.resource_id) {
-            let resource = store::get_resource(c, g.resource_id).await?;
-            self.resources.insert(g.resource_id, resource);
+        if let Entry::Vacant(e) = self.resources.entry(g.resource_id) {
+            e.insert(store::get_resource(c, g.resource_id).await?);
             let policies = store::policies_for_resource(c, g.resource_id).await?;
             self.policies.insert(g.resource_id, policies);
         }
@@ -305,7 +303,10 @@ impl Service {
                 .pop()
                 .map(|(_, f)| f)
                 .unwrap_or_default();
-            let reasons = match objects.decide(&mut tx, &g, &facts, now).await? {
+            // Stored times are milliseconds, reports' are finer: decide just after the
+            // expiry, where what ended the grant (a stale report, say) has happened.
+            let at = now.max(g.expires_at + jiff::SignedDuration::from_millis(1));
+            let reasons = match objects.decide(&mut tx, &g, &facts, at).await? {
                 Verdict::Deny(reasons) => reasons,
                 Verdict::Allow { .. } => vec![policy::Reason::new(
                     policy::ReasonCode::SessionEnded,
@@ -322,7 +323,8 @@ impl Service {
                     subject("grant", g.id),
                     serde_json::json!({
                         "device": g.device_id, "user": g.user_id, "resource": g.resource_id,
-                        "gateway": g.gateway_id, "policy": g.policy_id, "cause": "time",
+                        "gateway": g.gateway_id, "policy": g.policy_id,
+                        "cause": cause.change, "changed": cause.subject, "by": actor.id,
                         "reason": text, "reason_codes": codes, "expires_at": g.expires_at,
                     }),
                 )

@@ -36,6 +36,8 @@ pub use accounts::{
     SignedIn, TotpCode, TotpEnrollment,
 };
 pub(crate) use addressing::default_tunnel_network;
+pub use audit::AUDIT_PENDING_WINDOW;
+pub(crate) use audit::SEAL_INTERVAL;
 pub use client_devices::{
     ClientContext, DEVICE_AUTHORIZATION_TTL, DEVICE_POLL_INTERVAL, DEVICE_SESSION_MAX,
     DeviceApproval, DeviceAuthorizationInput, DeviceAuthorizationStart, DeviceSession,

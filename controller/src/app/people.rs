@@ -155,14 +155,20 @@ impl Service {
             self.end_device_sessions_in(&mut tx, None, Some(id), "user disabled")
                 .await?;
         }
-        let revoked = if disabling {
-            self.revoke_in(&mut tx, actor, GrantFilter::for_user(id), "user disabled")
-                .await?
+        // A disabled user's grants are refused by the decision (`user_disabled`).
+        let changed = if disabling {
+            self.reevaluate_in(
+                &mut tx,
+                actor,
+                &Cause::new("user.updated", "user", id),
+                GrantFilter::for_user(id),
+            )
+            .await?
         } else {
-            Vec::new()
+            Reevaluation::default()
         };
         tx.commit().await?;
-        self.announce(revoked);
+        self.announce_reevaluation(changed).await;
         if disabling {
             self.announce_sessions_ended(None, Some(id), "user disabled");
         }

@@ -53,6 +53,8 @@ impl AuditRow {
     }
 }
 
+/// Appends `e`, unsealed: a sealer gives it its place in the hash chain after the
+/// transaction `c` belongs to commits (see `audit_chain`).
 pub async fn append_audit(c: &mut Conn, e: &AuditEvent) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO audit_events (id, at, actor, actor_name, kind, subject, details) \

@@ -9,6 +9,7 @@
 //! JSON in TEXT.
 
 mod audit;
+mod audit_chain;
 mod client_sign_in;
 mod codec;
 mod database;
@@ -27,6 +28,9 @@ mod tokens;
 mod tunnel_addresses;
 
 pub use audit::{AuditEvent, AuditFilter, append_audit, query_audit};
+pub use audit_chain::{
+    AuditVerification, BrokenLink, ChainEvent, ChainProblem, GENESIS_HASH, seal_audit, verify_audit,
+};
 pub use client_sign_in::{
     DeviceAuthorization, DeviceSessionRecord, consume_device_authorization,
     decide_device_authorization, device_authorization_by_code, device_authorization_by_user_code,

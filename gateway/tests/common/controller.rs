@@ -43,20 +43,28 @@ impl Controller {
         self.endpoint.local_addr().unwrap()
     }
 
-    /// Accepts the next gateway connection and its stream.
+    /// Accepts the next gateway connection and its stream. Attempts that fail meanwhile
+    /// (e.g. one the gateway gave up on while nobody accepted) are skipped.
     pub(crate) async fn accept(&self) -> Session {
-        let incoming = tokio::time::timeout(STEP, self.endpoint.accept())
-            .await
-            .expect("a gateway connects in time")
-            .unwrap();
-        let connection = incoming.await.unwrap();
-        let (send, recv) = connection.accept_bi().await.unwrap();
-        Session {
-            connection,
-            send,
-            recv,
-            buf: Vec::new(),
-        }
+        tokio::time::timeout(STEP, async {
+            loop {
+                let incoming = self.endpoint.accept().await.unwrap();
+                let Ok(connection) = incoming.await else {
+                    continue;
+                };
+                let Ok((send, recv)) = connection.accept_bi().await else {
+                    continue;
+                };
+                return Session {
+                    connection,
+                    send,
+                    recv,
+                    buf: Vec::new(),
+                };
+            }
+        })
+        .await
+        .expect("a gateway connects in time")
     }
 }
 

@@ -13,6 +13,7 @@ use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
 use crate::deploy::{Api, Controller};
+use crate::topology::{GATEWAY_CONTROL, GATEWAY_PUBLIC, Topology};
 use crate::{ChildGuard, Netns, wait_for, workspace_binary};
 
 /// A TCP echo server (python3) for the resource hosts.
@@ -205,6 +206,49 @@ impl Daemon {
         password: &str,
         device_name: &str,
     ) -> anyhow::Result<Value> {
+        let cookie = web_login(&ctl.api, email, password)?;
+        self.login_approved_by(ctl, &cookie, device_name)
+    }
+
+    /// Enrolls as `user_id`'s device `device_name` with a fresh enrollment key and waits until
+    /// the daemon is connected; returns its status.
+    pub fn login_with_key(
+        &self,
+        ctl: &Controller,
+        user_id: &str,
+        device_name: &str,
+    ) -> anyhow::Result<Value> {
+        let key = ctl.api.ok(
+            "POST",
+            "/api/v1/enrollment-keys",
+            Some(json!({"user_id": user_id})),
+        )?;
+        let out = self.cli(&[
+            "login",
+            ctl.api.base(),
+            "--fingerprint",
+            &ctl.fingerprint,
+            "--enroll-key",
+            key["secret"].as_str().context("no enrollment key secret")?,
+            "--name",
+            device_name,
+        ])?;
+        if !out.status.success() {
+            bail!("enrolling failed: {out:?}\n{}", self.log());
+        }
+        self.wait_state("connected", Duration::from_secs(15))
+    }
+
+    /// Signs in with the device authorization flow, approved by the person signed in to the
+    /// web with the session `cookie` (`name=value`, from a local or an OIDC sign-in): runs
+    /// `postern login --no-browser`, reads the code it prints and approves it. Returns the
+    /// result the command printed.
+    pub fn login_approved_by(
+        &self,
+        ctl: &Controller,
+        cookie: &str,
+        device_name: &str,
+    ) -> anyhow::Result<Value> {
         let mut child = Command::new(workspace_binary("postern"))
             .arg("--socket")
             .arg(&self.socket)
@@ -230,13 +274,12 @@ impl Daemon {
             bail!("login did not start: {first}");
         }
         let code = started["user_code"].as_str().context("no user code")?;
-        let cookie = web_login(&ctl.api, email, password)?;
         let (status, body) = with_cookie(
             &ctl.api,
             "POST",
             "/api/v1/device-auth/approve",
             Some(json!({"user_code": code, "approve": true})),
-            &cookie,
+            cookie,
         )?;
         if status != 204 {
             bail!("approving answered {status}: {body}");
@@ -366,6 +409,20 @@ pub fn route_to_controller(
     client.ip(&["route", "replace", "10.77.4.0/24", "via", client_gw])?;
     controller.ip(&["route", "replace", client_net, "via", controller_gw])?;
     Ok(())
+}
+
+/// A [`Topology`] whose client reaches the controller through the gateway host, like over
+/// the internet.
+pub fn routed_topology() -> anyhow::Result<Topology> {
+    let t = Topology::new()?;
+    route_to_controller(
+        &t.client,
+        GATEWAY_PUBLIC,
+        &t.controller,
+        GATEWAY_CONTROL,
+        "10.77.1.0/24",
+    )?;
+    Ok(t)
 }
 
 /// Keeps one TCP connection echoing every 20 ms from a thread inside `ns`; reports each

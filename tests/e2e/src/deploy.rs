@@ -341,6 +341,17 @@ impl Gateway {
         site_id: &str,
         dir: &Path,
     ) -> anyhow::Result<Self> {
+        Self::start_with_env(t, controller, site_id, dir, &[])
+    }
+
+    /// [`Gateway::start`] with more environment variables for the entrypoint.
+    pub fn start_with_env(
+        t: &Topology,
+        controller: &Controller,
+        site_id: &str,
+        dir: &Path,
+        extra: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let token = controller.api.ok(
             "POST",
             &format!("/api/v1/sites/{site_id}/gateway-tokens"),
@@ -373,6 +384,12 @@ impl Gateway {
             ("POSTERN_RUN_AS".into(), String::new()),
             ("POSTERN_LOG".into(), "info".into()),
         ];
+        let mut env = env;
+        env.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
         let mut g = Self {
             process: None,
             env,

@@ -16,6 +16,7 @@ pub mod browser;
 pub mod client;
 pub mod deploy;
 pub mod measure;
+pub mod oidc;
 pub mod postgres;
 pub mod topology;
 pub mod wg;

@@ -14,7 +14,10 @@ use utoipa_axum::routes;
 use super::extract::{Body, Session};
 use super::{ApiError, AppState, ErrorBody};
 use crate::app::EnrollInput;
-use crate::app::*;
+use crate::app::{
+    DeviceApproval, DeviceAuthorizationInput, DeviceAuthorizationStart, DeviceSession,
+    DeviceTokenInput, EnrolledDevice, PendingDevice,
+};
 
 /// The address a request came from, when the server recorded it.
 pub(super) struct Peer(pub(super) Option<IpAddr>);

@@ -19,9 +19,14 @@ use super::reply::{
     cleared_session_cookie, created, no_content, no_store, session_cookie_header, with_cookie,
 };
 use super::{ApiError, AppState, Auth, ErrorBody};
-use crate::app::*;
 use crate::app::{AccessGrant, AccessOutcome, AccessRequest};
 use crate::app::{ApiToken, AuditEvent, AuditFilter, EnrollmentKey, GatewayToken, GrantFilter};
+use crate::app::{
+    DecisionRequest, DevicePatch, EnrollmentKeyInput, GatewayPatch, GatewayTokenInput, GroupInput,
+    Issued, LoginInput, Me, MemberInput, PasswordChange, PasswordInput, PolicyInput,
+    PostureProfileInput, RecoveryCodes, ResourceInput, SetupInput, SetupResult, SiteInput,
+    TokenInput, TotpCode, TotpEnrollment, UserInput, UserPatch, now,
+};
 
 type Res<T> = Result<Json<T>, ApiError>;
 

@@ -45,6 +45,7 @@ macro_rules! contract {
     };
 }
 
+mod audit_chain;
 mod client_sign_in;
 mod inventory;
 mod local_accounts;
