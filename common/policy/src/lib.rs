@@ -15,8 +15,11 @@ mod schedule;
 mod fixtures;
 #[cfg(test)]
 mod proptests;
-#[cfg(test)]
-mod reference;
+/// An independent reference model of the decision, for property and model-based tests (the
+/// controller's among them, with the `reference` feature).
+#[cfg(any(test, feature = "reference"))]
+#[allow(clippy::unwrap_used)]
+pub mod reference;
 
 pub use decision::{Decision, DecisionInput, decide};
 pub use posture::{CheckResult, PostureCheck, PostureOutcome, check_posture};

@@ -21,11 +21,15 @@ const WEEK_MINUTES: i32 = 7 * 24 * 60;
 
 /// What the reference model decides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Expected {
+pub enum Expected {
+    /// Allowed until `expires_at` under `policy`.
     Allow {
+        /// When the access ends.
         expires_at: Timestamp,
+        /// The policy that allows it.
         policy: PolicyId,
     },
+    /// Denied.
     Deny,
 }
 
@@ -196,7 +200,7 @@ pub(crate) fn ts(nanos: i128) -> Timestamp {
 }
 
 /// The reference decision.
-pub(crate) fn expected(input: &DecisionInput<'_>) -> Expected {
+pub fn expected(input: &DecisionInput<'_>) -> Expected {
     if input.user.disabled || input.device.disabled || input.device.user_id != input.user.id {
         return Expected::Deny;
     }

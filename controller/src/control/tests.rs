@@ -291,6 +291,29 @@ impl Harness {
     }
 }
 
+/// A [`TestGateway`] acknowledging in a task of its own: the grants it holds, and every
+/// message it got, in order. Dropping it drops the connection.
+pub(super) struct AutoGateway {
+    /// The grants as the gateway applied them.
+    pub(super) grants: Arc<std::sync::Mutex<BTreeMap<GrantId, GrantSpec>>>,
+    /// Every message, after it was applied and before it was acknowledged.
+    pub(super) messages: tokio::sync::mpsc::UnboundedReceiver<ControllerMessage>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl AutoGateway {
+    /// The grants it holds now.
+    pub(super) fn grants(&self) -> BTreeMap<GrantId, GrantSpec> {
+        self.grants.lock().unwrap().clone()
+    }
+}
+
+impl Drop for AutoGateway {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// A minimal gateway: one connection, one stream, the grants it was told about.
 pub(super) struct TestGateway {
     _endpoint: quinn::Endpoint,
@@ -346,21 +369,47 @@ impl TestGateway {
 
     /// The next message, or `None` when the stream ended.
     pub(super) async fn next(&mut self) -> Option<ControllerMessage> {
-        tokio::time::timeout(Duration::from_secs(5), async {
-            loop {
-                if let Some((msg, used)) = proto::decode(&self.buf).unwrap() {
-                    self.buf.drain(..used);
-                    return Some(msg);
-                }
-                let mut chunk = [0u8; 4096];
-                match self.recv.read(&mut chunk).await {
-                    Ok(Some(n)) => self.buf.extend_from_slice(&chunk[..n]),
-                    Ok(None) | Err(_) => return None,
+        tokio::time::timeout(Duration::from_secs(5), self.read())
+            .await
+            .expect("no message from the controller within 5 s")
+    }
+
+    /// The next message however long it takes, or `None` when the stream ended.
+    async fn read(&mut self) -> Option<ControllerMessage> {
+        loop {
+            if let Some((msg, used)) = proto::decode(&self.buf).unwrap() {
+                self.buf.drain(..used);
+                return Some(msg);
+            }
+            let mut chunk = [0u8; 4096];
+            match self.recv.read(&mut chunk).await {
+                Ok(Some(n)) => self.buf.extend_from_slice(&chunk[..n]),
+                Ok(None) | Err(_) => return None,
+            }
+        }
+    }
+
+    /// Hands the gateway to a task of its own that applies and acknowledges every message
+    /// at once, as a real gateway does, while the test goes on.
+    pub(super) fn auto_ack(mut self) -> AutoGateway {
+        let grants = Arc::new(std::sync::Mutex::new(self.grants.clone()));
+        let (tx, messages) = tokio::sync::mpsc::unbounded_channel();
+        let shared = grants.clone();
+        let task = tokio::spawn(async move {
+            while let Some(msg) = self.read().await {
+                let seq = self.apply(msg.clone());
+                *shared.lock().unwrap() = self.grants.clone();
+                let _ = tx.send(msg);
+                if let Some(seq) = seq {
+                    self.ack(seq).await;
                 }
             }
-        })
-        .await
-        .expect("no message from the controller within 5 s")
+        });
+        AutoGateway {
+            grants,
+            messages,
+            task,
+        }
     }
 
     pub(super) async fn recv(&mut self) -> ControllerMessage {
