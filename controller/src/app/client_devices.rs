@@ -787,7 +787,7 @@ impl Service {
         source: IpAddr,
     ) -> Result<AccessOutcome> {
         if let Some(report) = posture {
-            self.accept_posture(ctx, report, source).await?;
+            self.accept_posture(ctx, report).await?;
         }
         let request = DecisionRequest {
             user_id: ctx.user.id,
@@ -827,7 +827,6 @@ impl Service {
         &self,
         ctx: &ClientContext,
         signed: &SignedReport,
-        _source: IpAddr,
     ) -> Result<model::PostureReport> {
         let now = now();
         let report = signed

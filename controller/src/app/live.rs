@@ -297,12 +297,7 @@ impl Service {
         let actor = Actor::system();
         let mut objects = Objects::default();
         let mut ended = Vec::with_capacity(due.len());
-        for g in due {
-            let facts = store::list_grants_with_facts(&mut tx, &GrantFilter::for_grant(g.id))
-                .await?
-                .pop()
-                .map(|(_, f)| f)
-                .unwrap_or_default();
+        for (g, facts) in due {
             // Stored times are milliseconds, reports' are finer: decide just after the
             // expiry, where what ended the grant (a stale report, say) has happened.
             let at = now.max(g.expires_at + jiff::SignedDuration::from_millis(1));

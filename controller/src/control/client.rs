@@ -403,11 +403,7 @@ impl ClientLink {
             }
             ClientMessage::Posture { report } => {
                 let seq = report.seq;
-                let error = match self
-                    .service
-                    .accept_posture(ctx, &report, self.remote.ip())
-                    .await
-                {
+                let error = match self.service.accept_posture(ctx, &report).await {
                     Ok(_) => None,
                     Err(e) => {
                         tracing::warn!(error = %e, "posture report refused");

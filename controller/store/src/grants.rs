@@ -369,11 +369,25 @@ pub async fn set_decision_facts(
 }
 
 #[derive(FromRow)]
-struct FactsRow {
-    id: String,
+struct GrantWithFactsRow {
+    #[sqlx(flatten)]
+    grant: GrantRow,
     source: Option<String>,
     identity_provider: Option<String>,
     last_mfa_at: Option<i64>,
+}
+
+const FACTS_COLUMNS: &str = "source, identity_provider, last_mfa_at";
+
+impl GrantWithFactsRow {
+    fn into_model(self) -> Result<(Grant, DecisionFacts), StoreError> {
+        let facts = DecisionFacts {
+            source: self.source.and_then(|s| s.parse().ok()),
+            identity_provider: self.identity_provider,
+            last_mfa_at: opt_ts(self.last_mfa_at),
+        };
+        Ok((self.grant.into_model()?, facts))
+    }
 }
 
 /// The grants matching `f` with the facts each was decided on, oldest first.
@@ -381,41 +395,22 @@ pub async fn list_grants_with_facts(
     c: &mut Conn,
     f: &GrantFilter,
 ) -> Result<Vec<(Grant, DecisionFacts)>, StoreError> {
-    let grants = list_grants(&mut *c, f).await?;
-    if grants.is_empty() {
-        return Ok(Vec::new());
-    }
     let (clause, binds, live) = f.where_clause();
-    let sql = format!("SELECT id, source, identity_provider, last_mfa_at FROM grants{clause}");
-    let mut q = sqlx::query_as::<_, FactsRow>(&sql);
+    let sql = format!(
+        "SELECT {GRANT_COLUMNS}, {FACTS_COLUMNS} FROM grants{clause} ORDER BY created_at, id"
+    );
+    let mut q = sqlx::query_as::<_, GrantWithFactsRow>(&sql);
     for b in binds {
         q = q.bind(b);
     }
     if let Some(live) = live {
         q = q.bind(live);
     }
-    let mut facts: std::collections::HashMap<String, DecisionFacts> = q
-        .fetch_all(&mut *c)
+    q.fetch_all(c)
         .await?
         .into_iter()
-        .map(|r| {
-            let facts = DecisionFacts {
-                source: r.source.and_then(|s| s.parse().ok()),
-                identity_provider: r.identity_provider,
-                last_mfa_at: opt_ts(r.last_mfa_at),
-            };
-            (r.id, facts)
-        })
-        .collect();
-    let mut out: Vec<(Grant, DecisionFacts)> = grants
-        .into_iter()
-        .map(|g| {
-            let f = facts.remove(&g.id.to_string()).unwrap_or_default();
-            (g, f)
-        })
-        .collect();
-    out.reverse();
-    Ok(out)
+        .map(GrantWithFactsRow::into_model)
+        .collect()
 }
 
 /// Moves a live grant's expiry earlier (never later) and records the policy that now allows
@@ -461,22 +456,23 @@ pub async fn next_grant_end(c: &mut Conn) -> Result<Option<Timestamp>, StoreErro
     Ok(opt_ts(row.0))
 }
 
-/// The grants not yet ended whose expiry is at or before `now`, with their facts.
+/// The grants not yet ended whose expiry is at or before `now`, with their facts, the
+/// earliest first.
 pub async fn due_grants(
     c: &mut Conn,
     now: Timestamp,
     limit: i64,
-) -> Result<Vec<Grant>, StoreError> {
-    sqlx::query_as::<_, GrantRow>(&format!(
-        "SELECT {GRANT_COLUMNS} FROM grants WHERE revoked_at IS NULL AND expires_at <= $1 \
-         ORDER BY expires_at LIMIT $2"
+) -> Result<Vec<(Grant, DecisionFacts)>, StoreError> {
+    sqlx::query_as::<_, GrantWithFactsRow>(&format!(
+        "SELECT {GRANT_COLUMNS}, {FACTS_COLUMNS} FROM grants \
+         WHERE revoked_at IS NULL AND expires_at <= $1 ORDER BY expires_at LIMIT $2"
     ))
     .bind(ms(now))
     .bind(limit)
     .fetch_all(c)
     .await?
     .into_iter()
-    .map(GrantRow::into_model)
+    .map(GrantWithFactsRow::into_model)
     .collect()
 }
 

@@ -590,10 +590,7 @@ pub(super) async fn live_revocations_by_posture_are_audited_with_their_cause() {
         f.drain();
         let since = Instant::now();
         let off = device_key.sign_report(device, 2, report(CheckState::Fail, "12"));
-        f.service()
-            .accept_posture(&ctx, &off, source)
-            .await
-            .unwrap();
+        f.service().accept_posture(&ctx, &off).await.unwrap();
         let by = format!("device:{device}");
         f.assert_revoked(
             &g,

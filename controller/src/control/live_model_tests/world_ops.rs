@@ -345,7 +345,7 @@ impl Model<'_> {
             let seq = d.seq + 1;
             let signed = d.key.sign_report(d.id, seq, report.clone());
             self.service()
-                .accept_posture(&ctx, &signed, SOURCES[0].parse().unwrap())
+                .accept_posture(&ctx, &signed)
                 .await
                 .map_err(fail)?;
             self.devices[device].as_mut().unwrap().seq = seq;
